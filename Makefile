@@ -1,0 +1,64 @@
+# One entry point for people and CI. 'make test' and 'make demo' set everything up first when needed.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.setup-done
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv with Python 3.11, pinned dependencies and FFmpeg
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt constraints-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (MWAA runs 3.11), found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'pip==26.3'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@# FFmpeg from the pinned imageio-ffmpeg wheel (a static build): no system package needed.
+	ln -sf "$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(BIN)/ffmpeg
+	$(BIN)/ffmpeg -hide_banner -version | head -n 1
+	touch $(STAMP)
+
+up: setup  ## start the local AWS stack (background processes on loopback) and deploy infra/
+	$(BIN)/python -m local_aws up
+
+down:  ## stop exactly the local stack's processes
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m local_aws down; fi
+
+status: setup  ## health of each local stack process
+	$(BIN)/python -m local_aws status
+
+lint: setup  ## ruff and cfn-lint
+	$(BIN)/ruff check .
+	$(BIN)/cfn-lint infra/*.yaml
+
+test: setup  ## set up, lint and run every test (unit, integration against the local stack, end-to-end)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration and not e2e"
+
+demo: setup  ## bring the stack up, generate surgical videos, upload them, show the pipeline working
+	$(BIN)/python -m local_aws.demo
+
+demo-down: down  ## stop everything the demo started
+
+bench: setup  ## benchmarks (figures and ratios against a baseline measured in the same run)
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+constraints:  ## re-resolve the pinned sets (needs network to PyPI)
+	rm -rf /tmp/constraints-venv && $(PYTHON) -m venv /tmp/constraints-venv
+	/tmp/constraints-venv/bin/pip install --quiet 'pip==26.3'
+	/tmp/constraints-venv/bin/pip install --quiet $$(grep -E '^[a-z]' requirements.txt)
+	{ head -n 2 constraints.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+	/tmp/constraints-venv/bin/pip install --quiet $$(grep -E '^[a-z]' requirements-dev.txt)
+	{ head -n 1 constraints-dev.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints-dev.txt.new && mv constraints-dev.txt.new constraints-dev.txt
+
+clean: down  ## remove the venv and the local state
+	rm -rf $(VENV) .local dist

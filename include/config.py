@@ -1,0 +1,146 @@
+"""Pipeline settings: one place for bucket names, queues, instance types, fps, classes and thresholds.
+
+One setting picks the environment: ``PIPELINE_ENV`` = ``local`` (default) | ``dev`` | ``prod``. Any field can be
+overridden without a code change by the Airflow Variable ``pipeline_config`` (a JSON object of field -> value), so
+the same DAG files run on a laptop and on MWAA. This module imports nothing heavy: DAG files import it at parse
+time, and the Airflow Variable is read only when ``load_config`` is asked to (inside a task, not at parse).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENVIRONMENTS = ("local", "dev", "prod")
+AIRFLOW_VARIABLE = "pipeline_config"
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    env: str = "local"
+    region: str = "us-east-1"
+    # Buckets (DESIGN.md section 4). On AWS bucket names are global, so dev/prod add a suffix.
+    raw_bucket: str = "surgical-videos-raw"
+    frames_bucket: str = "surgical-frames-processed"
+    annotations_bucket: str = "surgical-annotations"
+    models_bucket: str = "surgical-models"
+    video_prefix: str = "videos/"
+    quarantine_prefix: str = "quarantine/"
+    video_extensions: tuple[str, ...] = (".mp4", ".avi")
+    # Queues
+    video_queue: str = "video-processing-queue"
+    video_dlq: str = "video-processing-dlq"
+    max_receive_count: int = 5
+    # Frame extraction
+    extraction_fps: float = 5.0
+    jpeg_quality: int = 90
+    max_frame_side: int = 1280
+    processing_instance_type: str = "ml.c5.xlarge"
+    # Labeling / training / deploy
+    label_classes: tuple[str, ...] = ("scalpel", "retractor", "tumor")
+    training_instance_type: str = "ml.g4dn.xlarge"
+    inference_instance_type: str = "ml.m5.large"
+    # Gates
+    min_map_50_95: float = 0.30
+    promotion_min_improvement: float = 0.01
+    drift_psi_threshold: float = 0.2
+    # Security: KMS key alias for SageMaker volumes/outputs; None lets the service use its default key.
+    kms_key_alias: str | None = "alias/surgical-mlops"
+    tags: Mapping[str, str] = field(default_factory=lambda: {"project": "surgical-mlops"})
+
+
+def _aws_names(suffix: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "raw_bucket": f"surgical-videos-raw-{suffix}",
+        "frames_bucket": f"surgical-frames-processed-{suffix}",
+        "annotations_bucket": f"surgical-annotations-{suffix}",
+        "models_bucket": f"surgical-models-{suffix}",
+        **extra,
+    }
+
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # Local: CPU-only process runners; instance types are recorded, not provisioned.
+    "local": {},
+    "dev": _aws_names("dev", env="dev"),
+    "prod": _aws_names(
+        "prod",
+        env="prod",
+        training_instance_type="ml.g5.xlarge",
+        inference_instance_type="ml.g4dn.xlarge",
+    ),
+}
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Give an override the type of the field's default (Variables arrive as JSON)."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"setting {name!r} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"setting {name!r} must be a number, got {value!r}")
+        return type(default)(value)
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"setting {name!r} must be a non-empty list, got {value!r}")
+        return tuple(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"setting {name!r} must be a string, got {value!r}")
+    if isinstance(default, Mapping) and not isinstance(value, Mapping):
+        raise ConfigError(f"setting {name!r} must be an object, got {value!r}")
+    return value
+
+
+def build_config(env: str | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
+    """The config of ``env`` (default: ``PIPELINE_ENV`` or ``local``) with ``overrides`` applied."""
+    env = env or os.environ.get("PIPELINE_ENV", "local")
+    if env not in ENVIRONMENTS:
+        raise ConfigError(f"PIPELINE_ENV must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+    values = dict(_PRESETS[env])
+    values.setdefault("region", os.environ.get("AWS_DEFAULT_REGION", PipelineConfig.region))
+    defaults = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(PipelineConfig)
+    }
+    for name, value in (overrides or {}).items():
+        if name not in defaults:
+            raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(defaults))}")
+        values[name] = _coerce(name, value, defaults[name])
+    return PipelineConfig(**values)
+
+
+def load_config(env: str | None = None, use_airflow_variable: bool = True) -> PipelineConfig:
+    """The config as a task sees it: the preset, then the ``pipeline_config`` Airflow Variable if set."""
+    overrides: Mapping[str, Any] = {}
+    if use_airflow_variable:
+        overrides = _airflow_overrides()
+    return build_config(env, overrides)
+
+
+def _airflow_overrides() -> Mapping[str, Any]:
+    try:
+        from airflow.sdk import Variable
+    except ImportError:  # outside Airflow (Lambda, containers, scripts)
+        return {}
+    raw = Variable.get(AIRFLOW_VARIABLE, default=None)
+    if raw in (None, ""):
+        return {}
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"Airflow Variable {AIRFLOW_VARIABLE!r} is not valid JSON: {exc}") from exc
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"Airflow Variable {AIRFLOW_VARIABLE!r} must be a JSON object")
+    return value

@@ -1,0 +1,241 @@
+"""Deploy ``infra/`` to the local stack exactly as to AWS, then apply what moto's CloudFormation drops.
+
+1. The deployment bucket (on AWS the CI/CD pipeline owns it) receives the Lambda code zips, built from
+   ``include/lambdas/`` the same way ``make mwaa-bundle``/CI builds them (deterministic zips, content-addressed keys).
+2. ``infra/foundation.yaml`` is created or updated as a CloudFormation stack through moto's CloudFormation API.
+3. Reconcile: moto's CloudFormation silently drops some properties (see DESIGN.md section 8). Each one is read
+   from the template, compared with the deployed resource through the service API, and applied when missing, with
+   a line saying so. Nothing is applied that the template does not declare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import boto3
+import yaml
+from botocore.exceptions import ClientError
+
+from local_aws.settings import ACCOUNT_ID, REGION, REPO_ROOT, StackSettings
+
+FOUNDATION_STACK = "surgical-mlops-foundation"
+FOUNDATION_TEMPLATE = REPO_ROOT / "infra" / "foundation.yaml"
+ARTIFACTS_BUCKET = "surgical-mlops-artifacts"
+LAMBDA_SOURCES = {"S3ToSqsCodeKey": REPO_ROOT / "include" / "lambdas" / "s3_to_sqs.py"}
+
+
+def client(settings: StackSettings, service: str) -> Any:
+    env = settings.aws_environment()
+    return boto3.client(
+        service,
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def lambda_zip(source: Path) -> bytes:
+    """A deterministic zip of one handler file: same source, same bytes, same key."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        zf.writestr(info, source.read_bytes())
+    return buffer.getvalue()
+
+
+def upload_lambda_code(settings: StackSettings) -> dict[str, str]:
+    s3 = client(settings, "s3")
+    try:
+        s3.head_bucket(Bucket=ARTIFACTS_BUCKET)
+    except ClientError:
+        s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
+    keys = {}
+    for parameter, source in LAMBDA_SOURCES.items():
+        body = lambda_zip(source)
+        key = f"lambda/{source.stem}/{hashlib.sha256(body).hexdigest()[:16]}.zip"
+        s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=key, Body=body)
+        keys[parameter] = key
+    return keys
+
+
+def _load_template(path: Path) -> dict[str, Any]:
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # Intrinsic functions (!Ref, !Sub, ...) are kept as {"Fn": value}; reconcile only reads literal properties.
+    def intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+        if isinstance(node, yaml.ScalarNode):
+            return {suffix: loader.construct_scalar(node)}
+        if isinstance(node, yaml.SequenceNode):
+            return {suffix: loader.construct_sequence(node, deep=True)}
+        return {suffix: loader.construct_mapping(node, deep=True)}
+
+    Loader.add_multi_constructor("!", intrinsic)
+    return yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
+
+
+def deploy_stack(settings: StackSettings, name: str, template: Path, parameters: dict[str, str]) -> dict[str, str]:
+    cfn = client(settings, "cloudformation")
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    body = template.read_text()
+    try:
+        cfn.describe_stacks(StackName=name)
+        exists = True
+    except ClientError:
+        exists = False
+    if not exists:
+        cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=["CAPABILITY_IAM"])
+        cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+        print(f"  stack    {name} created from {template.relative_to(REPO_ROOT)}")
+    elif _deployed_as(cfn, name, body, parameters):
+        print(f"  stack    {name} up to date")
+    else:
+        try:
+            cfn.update_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=["CAPABILITY_IAM"])
+            cfn.get_waiter("stack_update_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+            print(f"  stack    {name} updated from {template.relative_to(REPO_ROOT)}")
+        except ClientError as exc:
+            if "No updates" not in str(exc):
+                raise
+            print(f"  stack    {name} up to date")
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def _deployed_as(cfn: Any, name: str, body: str, parameters: dict[str, str]) -> bool:
+    """True when the stack already runs this template with these parameters (moto never answers 'No updates')."""
+    current = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    current_parameters = {p["ParameterKey"]: p["ParameterValue"] for p in current.get("Parameters", [])}
+    same_parameters = all(current_parameters.get(k) == v for k, v in parameters.items())
+    return same_parameters and cfn.get_template(StackName=name)["TemplateBody"] == body
+
+
+def _physical_ids(settings: StackSettings, stack: str) -> dict[str, str]:
+    cfn = client(settings, "cloudformation")
+    resources = cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    return {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources if r["LogicalResourceId"]}
+
+
+class Resolver:
+    """Resolves the intrinsics the reconciled properties use (Ref, GetAtt .Arn) from the deployed stack."""
+
+    _ARNS: ClassVar[dict[str, str]] = {
+        "AWS::Lambda::Function": "arn:aws:lambda:{region}:{account}:function:{id}",
+        "AWS::KMS::Key": "arn:aws:kms:{region}:{account}:key/{id}",
+        "AWS::SQS::Queue": "arn:aws:sqs:{region}:{account}:{name}",
+        "AWS::DynamoDB::Table": "arn:aws:dynamodb:{region}:{account}:table/{id}",
+    }
+
+    def __init__(self, template: dict[str, Any], physical: dict[str, str]) -> None:
+        self.template, self.physical = template, physical
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict) and "Ref" in value:
+            return self.physical[value["Ref"]]
+        if isinstance(value, dict) and "GetAtt" in value:
+            logical, attribute = value["GetAtt"].split(".", 1)
+            assert attribute == "Arn", f"only .Arn is resolved, not {value}"
+            physical = self.physical[logical]
+            kind = self.template["Resources"][logical]["Type"]
+            return self._ARNS[kind].format(region=REGION, account=ACCOUNT_ID, id=physical,
+                                           name=physical.rsplit("/", 1)[-1])
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        return value
+
+
+def _bucket_properties(s3: Any, bucket: str, props: dict[str, Any], resolve: Resolver) -> list[str]:
+    applied = []
+    wanted = props.get("VersioningConfiguration", {}).get("Status")
+    if wanted and s3.get_bucket_versioning(Bucket=bucket).get("Status") != wanted:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": wanted})
+        applied.append("versioning")
+    block = props.get("PublicAccessBlockConfiguration")
+    if block:
+        try:
+            current = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        except ClientError:
+            current = {}
+        if current != block:
+            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=block)
+            applied.append("public access block")
+    if "BucketEncryption" in props:
+        rules = [
+            {"ApplyServerSideEncryptionByDefault": resolve(rule["ServerSideEncryptionByDefault"]),
+             "BucketKeyEnabled": rule.get("BucketKeyEnabled", False)}
+            for rule in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+        ]
+        current = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
+        if current != rules:
+            s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": rules})
+            applied.append("bucket key")
+    if "OwnershipControls" in props:
+        try:
+            current = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]
+        except ClientError:
+            current = {}
+        if current != props["OwnershipControls"]:
+            s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=props["OwnershipControls"])
+            applied.append("ownership controls")
+    lambdas = props.get("NotificationConfiguration", {}).get("LambdaConfigurations", [])
+    if lambdas:
+        wanted_notifications = [
+            {"LambdaFunctionArn": resolve(c["Function"]), "Events": [c["Event"]],
+             "Filter": {"Key": {"FilterRules": c["Filter"]["S3Key"]["Rules"]}}}
+            for c in lambdas
+        ]
+        current = s3.get_bucket_notification_configuration(Bucket=bucket).get("LambdaFunctionConfigurations", [])
+        if [(c["LambdaFunctionArn"], c["Events"]) for c in current] != [
+            (c["LambdaFunctionArn"], c["Events"]) for c in wanted_notifications
+        ]:
+            s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration={"LambdaFunctionConfigurations": wanted_notifications})
+            applied.append("ObjectCreated notification to Lambda")
+    return applied
+
+
+def reconcile(settings: StackSettings, template: dict[str, Any], physical: dict[str, str]) -> list[str]:
+    """Apply the properties and resources of the template that moto's CloudFormation did not deploy."""
+    resolve = Resolver(template, physical)
+    s3, ddb, lam = (client(settings, s) for s in ("s3", "dynamodb", "lambda"))
+    applied = []
+    for logical, resource in template["Resources"].items():
+        props = resource.get("Properties", {})
+        if resource["Type"] == "AWS::S3::Bucket":
+            bucket = physical[logical]
+            fixed = _bucket_properties(s3, bucket, props, resolve)
+            if fixed:
+                applied.append(f"{bucket}: {', '.join(fixed)}")
+        elif resource["Type"] == "AWS::DynamoDB::Table" and "TimeToLiveSpecification" in props:
+            table = physical[logical]
+            ttl = props["TimeToLiveSpecification"]
+            status = ddb.describe_time_to_live(TableName=table)["TimeToLiveDescription"]["TimeToLiveStatus"]
+            if ttl.get("Enabled") and status != "ENABLED":
+                ddb.update_time_to_live(TableName=table, TimeToLiveSpecification=ttl)
+                applied.append(f"{table}: time to live on {ttl['AttributeName']}")
+        elif resource["Type"] == "AWS::Lambda::EventInvokeConfig":
+            function = resolve(props["FunctionName"])
+            config = {k: resolve(props[k]) for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds",
+                                                      "DestinationConfig") if k in props}
+            current = lam.list_function_event_invoke_configs(FunctionName=function)["FunctionEventInvokeConfigs"]
+            if not current:
+                lam.put_function_event_invoke_config(FunctionName=function, **config)
+                applied.append(f"{function}: event invoke config (retries, on-failure destination)")
+    return applied
+
+
+def deploy(settings: StackSettings) -> dict[str, str]:
+    parameters = {"ArtifactsBucket": ARTIFACTS_BUCKET, **upload_lambda_code(settings)}
+    outputs = deploy_stack(settings, FOUNDATION_STACK, FOUNDATION_TEMPLATE, parameters)
+    template = _load_template(FOUNDATION_TEMPLATE)
+    for line in reconcile(settings, template, _physical_ids(settings, FOUNDATION_STACK)):
+        print(f"  applied  {line}  (dropped by moto's CloudFormation)")
+    return outputs

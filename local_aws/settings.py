@@ -1,0 +1,67 @@
+"""Where the local stack keeps its state and which loopback ports it serves (one place, read by every piece)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT_ID = "123456789012"  # moto's default account
+REGION = "us-east-1"
+# Dummy credentials: the local servers accept any signature; real ones must never be needed here.
+ACCESS_KEY_ID = "local-dummy-key"
+SECRET_ACCESS_KEY = "local-dummy-secret"  # noqa: S105 - not a secret: the local servers ignore it
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    home: Path
+    host: str
+    base_port: int
+
+    @property
+    def moto_port(self) -> int:
+        return self.base_port
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://{self.host}:{self.moto_port}"
+
+    @property
+    def pid_dir(self) -> Path:
+        return self.home / "pids"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def env_file(self) -> Path:
+        return self.home / "aws.env"
+
+    @property
+    def lambda_dir(self) -> Path:
+        return self.home / "lambda"
+
+    @property
+    def truth_dir(self) -> Path:
+        """Hidden ground truth of generated videos: read only by the local labeling workforce."""
+        return self.home / "truth"
+
+    def aws_environment(self) -> dict[str, str]:
+        """The standard botocore variables that point every client at this stack."""
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+            "PIPELINE_ENV": "local",
+        }
+
+
+def load_settings(home: str | os.PathLike[str] | None = None, base_port: int | None = None) -> StackSettings:
+    home = Path(home or os.environ.get("LOCAL_AWS_HOME") or REPO_ROOT / ".local").resolve()
+    port = base_port or int(os.environ.get("LOCAL_AWS_PORT", "4566"))
+    return StackSettings(home=home, host="127.0.0.1", base_port=port)

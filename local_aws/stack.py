@@ -1,0 +1,190 @@
+"""Start, check and stop the local AWS stack: background processes on loopback with pid files and health checks.
+
+``python -m local_aws up`` starts each service that is not already running and healthy, deploys the infrastructure
+(``local_aws.bootstrap``) and writes ``<home>/aws.env``; ``down`` stops exactly the processes it started (by the
+pid files, whole process groups); ``status`` reports each service. Starting twice is harmless; a port held by some
+other process is a clear error.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from local_aws.settings import REPO_ROOT, StackSettings, load_settings
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    port: int
+    health_path: str
+
+    def health_url(self, host: str) -> str:
+        return f"http://{host}:{self.port}{self.health_path}"
+
+
+def services(settings: StackSettings) -> list[Service]:
+    return [
+        Service("moto", "local_aws.moto_server", settings.moto_port, "/moto-api/config"),
+    ]
+
+
+def _pid_file(settings: StackSettings, service: Service) -> Path:
+    return settings.pid_dir / f"{service.name}.pid"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie (exited, not yet reaped) counts as gone.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _healthy(host: str, service: Service, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(service.health_url(host), timeout=timeout) as response:  # noqa: S310 - http:// loopback
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def _start(settings: StackSettings, service: Service) -> int:
+    pid_file = _pid_file(settings, service)
+    pid = _read_pid(pid_file)
+    if _alive(pid) and _healthy(settings.host, service):
+        print(f"  {service.name:<8} already running (pid {pid}) on {service.health_url(settings.host)}")
+        return pid  # type: ignore[return-value]
+    if _alive(pid):
+        raise StackError(f"{service.name} (pid {pid}) is running but not healthy; run 'make down' and retry")
+    if not _port_free(settings.host, service.port):
+        raise StackError(
+            f"port {service.port} on {settings.host} is in use by a process that is not this stack's {service.name}; "
+            f"stop it or choose other ports with LOCAL_AWS_PORT=<base port>"
+        )
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    settings.pid_dir.mkdir(parents=True, exist_ok=True)
+    log_file = settings.log_dir / f"{service.name}.log"
+    env = dict(os.environ)
+    env.update(settings.aws_environment())
+    env.update({"LOCAL_AWS_HOME": str(settings.home), "LOCAL_AWS_PORT": str(settings.base_port),
+                "PYTHONPATH": str(REPO_ROOT)})
+    with open(log_file, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", service.module, "--port", str(service.port)],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: 'down' stops it and every child
+        )
+    pid_file.write_text(str(proc.pid))
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{service.name} exited with status {proc.returncode} at start; see {log_file}")
+        if _healthy(settings.host, service, timeout=1.0):
+            print(f"  {service.name:<8} started (pid {proc.pid}) on {service.health_url(settings.host)}")
+            return proc.pid
+        time.sleep(0.2)
+    raise StackError(f"{service.name} did not become healthy within 60 s; see {log_file}")
+
+
+def _stop(settings: StackSettings, service: Service) -> None:
+    pid_file = _pid_file(settings, service)
+    pid = _read_pid(pid_file)
+    if _alive(pid):
+        try:
+            os.killpg(pid, signal.SIGTERM)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + 10
+        while _alive(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
+        print(f"  {service.name:<8} stopped (pid {pid})")
+    pid_file.unlink(missing_ok=True)
+
+
+def write_env_file(settings: StackSettings) -> Path:
+    lines = ["# Written by 'make up': point AWS clients at the local stack. Usage: source .local/aws.env"]
+    lines += [f"export {key}={value}" for key, value in settings.aws_environment().items()]
+    settings.env_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.env_file.write_text("\n".join(lines) + "\n")
+    return settings.env_file
+
+
+def up(settings: StackSettings | None = None, quiet: bool = False) -> StackSettings:
+    from local_aws import bootstrap
+
+    settings = settings or load_settings()
+    print(f"local AWS stack in {settings.home}")
+    started = []
+    try:
+        for service in services(settings):
+            _start(settings, service)
+            started.append(service)
+    except StackError:
+        for service in started:
+            _stop(settings, service)
+        raise
+    env_file = write_env_file(settings)
+    bootstrap.deploy(settings)
+    if not quiet:
+        print(f"  endpoints and dummy credentials: {env_file}  (source it in a shell)")
+    return settings
+
+
+def down(settings: StackSettings | None = None) -> None:
+    settings = settings or load_settings()
+    for service in reversed(services(settings)):
+        _stop(settings, service)
+
+
+def status(settings: StackSettings | None = None) -> bool:
+    settings = settings or load_settings()
+    all_ok = True
+    for service in services(settings):
+        pid = _read_pid(_pid_file(settings, service))
+        alive, healthy = _alive(pid), _alive(pid) and _healthy(settings.host, service)
+        all_ok &= healthy
+        state = "healthy" if healthy else ("unhealthy" if alive else "stopped")
+        print(f"  {service.name:<8} {state:<9} pid={pid or '-'} {service.health_url(settings.host)}")
+    return all_ok
