@@ -62,9 +62,19 @@ def classify(key: str, size: int, settings: Settings) -> str:
     return "video"
 
 
+class MalformedEvent(ValueError):
+    """An event record that is not an S3 notification record."""
+
+
 def parse_record(record: dict[str, Any]) -> dict[str, Any]:
-    s3 = record["s3"]
-    obj = s3["object"]
+    try:
+        s3 = record["s3"]
+        obj = s3["object"]
+        _ = obj["key"], s3["bucket"]["name"]
+    except (KeyError, TypeError) as exc:
+        raise MalformedEvent(
+            f"malformed S3 event record: missing {exc} (expected s3.bucket.name and s3.object.key)"
+        ) from exc
     key = unquote_plus(obj["key"])  # S3 URL-encodes keys in event notifications
     version_id = obj.get("versionId")
     # Without versioning there is no version id: the ETag and sequencer still identify the write.
@@ -222,12 +232,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"results": []}
     settings = Settings()
     results, failures = [], []
-    for record in event.get("Records", []):
+    for index, record in enumerate(event.get("Records", [])):
         try:
             results.append(process_record(record, settings))
         except Exception as exc:  # one bad record must not stop the others
-            logger.exception("record failed: %s", exc)
-            failures.append(str(exc))
+            logger.exception("record %d failed: %s", index, exc)
+            failures.append(f"record {index}: {type(exc).__name__}: {exc}")
     if failures:
         # Raising makes Lambda retry the event; the records already handled are skipped as duplicates.
         raise RuntimeError(f"{len(failures)} of {len(results) + len(failures)} records failed: {failures}")
