@@ -64,4 +64,5 @@ class StackSettings:
 def load_settings(home: str | os.PathLike[str] | None = None, base_port: int | None = None) -> StackSettings:
     home = Path(home or os.environ.get("LOCAL_AWS_HOME") or REPO_ROOT / ".local").resolve()
     port = base_port or int(os.environ.get("LOCAL_AWS_PORT", "4566"))
-    return StackSettings(home=home, host="127.0.0.1", base_port=port)
+    # LOCAL_AWS_HOST: where clients reach the stack (loopback; a service name inside docker compose).
+    return StackSettings(home=home, host=os.environ.get("LOCAL_AWS_HOST", "127.0.0.1"), base_port=port)

@@ -1,0 +1,46 @@
+"""The pipeline config: one setting picks the environment; overrides are typed and checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.config import ConfigError, build_config
+
+
+def test_local_is_the_default(monkeypatch):
+    monkeypatch.delenv("PIPELINE_ENV", raising=False)
+    config = build_config()
+    assert config.env == "local" and config.raw_bucket == "surgical-videos-raw"
+    assert config.extraction_fps == 5.0 and config.label_classes == ("scalpel", "retractor", "tumor")
+
+
+def test_pipeline_env_selects_the_preset(monkeypatch):
+    monkeypatch.setenv("PIPELINE_ENV", "prod")
+    config = build_config()
+    assert config.env == "prod" and config.raw_bucket.endswith("-prod")
+    assert config.training_instance_type.startswith("ml.g")
+
+
+def test_overrides_take_the_type_of_the_setting():
+    config = build_config("local", {"extraction_fps": 2, "label_classes": ["scalpel", "forceps"]})
+    assert config.extraction_fps == 2.0 and isinstance(config.extraction_fps, float)
+    assert config.label_classes == ("scalpel", "forceps")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"fps": 3}, "unknown setting 'fps'"),
+        ({"extraction_fps": "fast"}, "must be a number"),
+        ({"label_classes": []}, "non-empty list"),
+        ({"raw_bucket": 3}, "must be a string"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build_config("local", overrides)
+
+
+def test_unknown_environment_is_rejected():
+    with pytest.raises(ConfigError, match="PIPELINE_ENV must be one of local, dev, prod"):
+        build_config("staging")
