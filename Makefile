@@ -50,7 +50,7 @@ demo: setup  ## bring the stack up, generate surgical videos, upload them, show 
 demo-down: down  ## stop everything the demo started
 
 bench: setup  ## benchmarks (figures and ratios against a baseline measured in the same run)
-	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@shopt -s nullglob; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 constraints:  ## re-resolve the pinned sets (needs network to PyPI)
 	rm -rf /tmp/constraints-venv && $(PYTHON) -m venv /tmp/constraints-venv

@@ -14,6 +14,7 @@ _SIZE = re.compile(r", (\d+)x(\d+)\b")
 _RATE = re.compile(r", (\d+(?:\.\d+)?)(k?) (fps|tbr)\b")
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _FRAMES = re.compile(r"frame=\s*(\d+)")
+_DEMUXER = re.compile(r"Input #0, ([^\s,]+)")
 
 
 class VideoError(ValueError):
@@ -61,6 +62,9 @@ def probe_video(path: str | os.PathLike[str], *, timeout_s: float = 600) -> Vide
         raise VideoError(f"cannot decode {p.name}: {_last_error(log)}")
     if proc.returncode != 0:
         raise VideoError(f"cannot decode {p.name}: {_last_error(log)}")
+    demuxer = _DEMUXER.search(head)
+    if demuxer and (demuxer.group(1) == "image2" or demuxer.group(1).endswith("_pipe")):
+        raise VideoError(f"not a video: {p.name} is a still image ({demuxer.group(1)})")
     frames = _FRAMES.findall(log)
     frame_count = int(frames[-1]) if frames else 0
     if frame_count == 0:
@@ -76,7 +80,9 @@ def _info(stream: re.Match[str], head: str, frame_count: int) -> VideoInfo:
     rate = _RATE.search(rest)
     duration = _DURATION.search(head)
     fps = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else 0.0
-    duration_s = int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3)) if duration else 0.0
+    duration_s = 0.0
+    if duration:
+        duration_s = int(duration.group(1)) * 3600 + int(duration.group(2)) * 60 + float(duration.group(3))
     if fps <= 0 and duration_s > 0:
         fps = frame_count / duration_s
     if duration_s <= 0 and fps > 0:
