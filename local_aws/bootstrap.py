@@ -232,10 +232,43 @@ def reconcile(settings: StackSettings, template: dict[str, Any], physical: dict[
     return applied
 
 
+def image_repository(folder: Path) -> str:
+    """ECR repository of a container folder: ``containers/frame_extractor`` -> ``surgical-mlops/frame-extractor``."""
+    return f"surgical-mlops/{folder.name.replace('_', '-')}"
+
+
+def register_containers(settings: StackSettings, folders: list[Path] | None = None) -> list[str]:
+    """Create each container's ECR repository and map it to its folder for the local SageMaker."""
+    from local_aws.sagemaker.containers import ContainerRegistry
+
+    folders = folders if folders is not None else sorted(p.parent for p in (REPO_ROOT / "containers").glob(
+        "*/Dockerfile"))
+    ecr, registry = client(settings, "ecr"), ContainerRegistry(settings)
+    repositories = []
+    for folder in folders:
+        repository = image_repository(folder)
+        try:
+            ecr.create_repository(repositoryName=repository, imageScanningConfiguration={"scanOnPush": True},
+                                  encryptionConfiguration={"encryptionType": "KMS"})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "RepositoryAlreadyExistsException":
+                raise
+        registry.register(repository, folder)
+        repositories.append(repository)
+    return repositories
+
+
+def image_uri(repository: str, tag: str = "latest") -> str:
+    return f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/{repository}:{tag}"
+
+
 def deploy(settings: StackSettings) -> dict[str, str]:
     parameters = {"ArtifactsBucket": ARTIFACTS_BUCKET, **upload_lambda_code(settings)}
     outputs = deploy_stack(settings, FOUNDATION_STACK, FOUNDATION_TEMPLATE, parameters)
     template = _load_template(FOUNDATION_TEMPLATE)
     for line in reconcile(settings, template, _physical_ids(settings, FOUNDATION_STACK)):
         print(f"  applied  {line}  (dropped by moto's CloudFormation)")
+    repositories = register_containers(settings)
+    if repositories:
+        print(f"  images   {', '.join(repositories)} -> containers/")
     return outputs

@@ -29,6 +29,14 @@ class StackSettings:
         return f"http://{self.host}:{self.moto_port}"
 
     @property
+    def sagemaker_port(self) -> int:
+        return self.base_port + 1
+
+    @property
+    def sagemaker_url(self) -> str:
+        return f"http://{self.host}:{self.sagemaker_port}"
+
+    @property
     def pid_dir(self) -> Path:
         return self.home / "pids"
 
@@ -53,6 +61,9 @@ class StackSettings:
         """The standard botocore variables that point every client at this stack."""
         return {
             "AWS_ENDPOINT_URL": self.moto_url,
+            # SageMaker and its runtime are served by the local SageMaker, not moto (moto only records jobs).
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.sagemaker_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.sagemaker_url,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,

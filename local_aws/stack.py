@@ -40,6 +40,7 @@ class Service:
 def services(settings: StackSettings) -> list[Service]:
     return [
         Service("moto", "local_aws.moto_server", settings.moto_port, "/moto-api/config"),
+        Service("sagemaker", "local_aws.sagemaker.server", settings.sagemaker_port, "/ping"),
     ]
 
 
@@ -92,7 +93,7 @@ def _start(settings: StackSettings, service: Service) -> int:
     pid_file = _pid_file(settings, service)
     pid = _read_pid(pid_file)
     if _alive(pid) and _healthy(settings.host, service):
-        print(f"  {service.name:<8} already running (pid {pid}) on {service.health_url(settings.host)}")
+        print(f"  {service.name:<10} already running (pid {pid}) on {service.health_url(settings.host)}")
         return pid  # type: ignore[return-value]
     if _alive(pid):
         raise StackError(f"{service.name} (pid {pid}) is running but not healthy; run 'make down' and retry")
@@ -120,7 +121,7 @@ def _start(settings: StackSettings, service: Service) -> int:
         if proc.poll() is not None:
             raise StackError(f"{service.name} exited with status {proc.returncode} at start; see {log_file}")
         if _healthy(settings.host, service, timeout=1.0):
-            print(f"  {service.name:<8} started (pid {proc.pid}) on {service.health_url(settings.host)}")
+            print(f"  {service.name:<10} started (pid {proc.pid}) on {service.health_url(settings.host)}")
             return proc.pid
         time.sleep(0.2)
     raise StackError(f"{service.name} did not become healthy within 60 s; see {log_file}")
@@ -139,7 +140,7 @@ def _stop(settings: StackSettings, service: Service) -> None:
             time.sleep(0.1)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
-        print(f"  {service.name:<8} stopped (pid {pid})")
+        print(f"  {service.name:<10} stopped (pid {pid})")
     pid_file.unlink(missing_ok=True)
 
 
@@ -186,5 +187,5 @@ def status(settings: StackSettings | None = None) -> bool:
         alive, healthy = _alive(pid), _alive(pid) and _healthy(settings.host, service)
         all_ok &= healthy
         state = "healthy" if healthy else ("unhealthy" if alive else "stopped")
-        print(f"  {service.name:<8} {state:<9} pid={pid or '-'} {service.health_url(settings.host)}")
+        print(f"  {service.name:<10} {state:<9} pid={pid or '-'} {service.health_url(settings.host)}")
     return all_ok
