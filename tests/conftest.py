@@ -34,3 +34,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSetti
 def aws(local_stack: StackSettings):
     """``aws("s3")``: a boto3 client of the test stack."""
     return lambda service: bootstrap.client(local_stack, service)
+
+
+@pytest.fixture(scope="session")
+def toy_image(local_stack: StackSettings) -> str:
+    """The tiny test container (tests/containers/toy) in the stack's image registry."""
+    from pathlib import Path
+
+    repository = bootstrap.register_containers(local_stack, [Path(__file__).parent / "containers" / "toy"])[0]
+    return bootstrap.image_uri(repository)
