@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import boto3
 import yaml
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from local_aws.settings import ACCOUNT_ID, REGION, REPO_ROOT, StackSettings
@@ -28,14 +29,17 @@ ARTIFACTS_BUCKET = "surgical-mlops-artifacts"
 LAMBDA_SOURCES = {"S3ToSqsCodeKey": REPO_ROOT / "include" / "lambdas" / "s3_to_sqs.py"}
 
 
-def client(settings: StackSettings, service: str) -> Any:
+def client(settings: StackSettings, service: str, **config: Any) -> Any:
+    """A boto3 client of the stack, resolved the way botocore resolves AWS_ENDPOINT_URL[_<SERVICE>]."""
     env = settings.aws_environment()
+    endpoint = env.get(f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}", env["AWS_ENDPOINT_URL"])
     return boto3.client(
         service,
-        endpoint_url=env["AWS_ENDPOINT_URL"],
+        endpoint_url=endpoint,
         region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+        config=Config(**config) if config else None,
     )
 
 

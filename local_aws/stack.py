@@ -179,6 +179,13 @@ def down(settings: StackSettings | None = None) -> None:
         _stop(settings, service)
 
 
+def restart(settings: StackSettings, name: str) -> None:
+    """Stop and start one service (its state must survive: tests use this)."""
+    service = next(s for s in services(settings) if s.name == name)
+    _stop(settings, service)
+    _start(settings, service)
+
+
 def status(settings: StackSettings | None = None) -> bool:
     settings = settings or load_settings()
     all_ok = True

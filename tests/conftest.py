@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import socket
 from collections.abc import Iterator
 
@@ -12,10 +13,23 @@ from local_aws import bootstrap, stack
 from local_aws.settings import StackSettings, load_settings
 
 
-def free_port() -> int:
+def free_port(count: int = 4) -> int:
+    """A base port with ``count`` free ports from it (the stack's services take consecutive ports)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000)
+        if all(_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no run of free loopback ports found")
+
+
+def _free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +46,8 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSetti
 
 @pytest.fixture(scope="session")
 def aws(local_stack: StackSettings):
-    """``aws("s3")``: a boto3 client of the test stack."""
-    return lambda service: bootstrap.client(local_stack, service)
+    """``aws("s3")``: a boto3 client of the test stack (keyword arguments: botocore Config options)."""
+    return lambda service, **config: bootstrap.client(local_stack, service, **config)
 
 
 @pytest.fixture(scope="session")

@@ -207,35 +207,29 @@ class SageMakerBackend:
         tuning = self.resources.describe("HyperParameterTuningJob", name)
         definition = tuning["TrainingJobDefinition"]
         objective = tuning["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
-        slots = threading.Semaphore(parallel)
-        finished = threading.Event()
-        remaining = [len(candidates)]
-
-        def done(trial: dict[str, Any]) -> None:
-            self._record_trial(name, trial, objective)
-            slots.release()
-            with self._tuning_lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    finished.set()
-
+        slots = threading.BoundedSemaphore(parallel)
+        running: list[threading.Event] = []
         for index, hyperparameters in enumerate(candidates, start=1):
             slots.acquire()
-            if self.resources.describe("HyperParameterTuningJob", name)["HyperParameterTuningJobStatus"] != \
-                    "InProgress":
+            status = self.resources.describe("HyperParameterTuningJob", name)["HyperParameterTuningJobStatus"]
+            if status != "InProgress":  # stopped: launch no more trials
                 slots.release()
-                with self._tuning_lock:
-                    remaining[0] -= len(candidates) - index + 1
-                finished.set() if remaining[0] <= 0 else None
                 break
+            finished = threading.Event()
+
+            def done(trial: dict[str, Any], finished: threading.Event = finished) -> None:
+                self._record_trial(name, trial, objective)
+                slots.release()
+                finished.set()
+
             trial = f"{name[:23]}-{index:03d}-{random.getrandbits(32):08x}"
             request = {
                 "TrainingJobName": trial,
                 "HyperParameters": {**definition.get("StaticHyperParameters", {}), **hyperparameters},
-                "AlgorithmSpecification": {k: v for k, v in definition["AlgorithmSpecification"].items()},
                 **{k: copy.deepcopy(definition[k]) for k in (
-                    "RoleArn", "InputDataConfig", "OutputDataConfig", "ResourceConfig", "StoppingCondition",
-                    "VpcConfig", "CheckpointConfig", "Environment", "EnableNetworkIsolation") if k in definition},
+                    "AlgorithmSpecification", "RoleArn", "InputDataConfig", "OutputDataConfig", "ResourceConfig",
+                    "StoppingCondition", "VpcConfig", "CheckpointConfig", "Environment", "EnableNetworkIsolation")
+                   if k in definition},
             }
             self._count(name, "InProgress", +1)
             try:
@@ -244,11 +238,11 @@ class SageMakerBackend:
             except SageMakerError as exc:
                 log.error("tuning %s: trial %s could not start: %s", name, trial, exc)
                 slots.release()
-                with self._tuning_lock:
-                    remaining[0] -= 1
                 self._count(name, "InProgress", -1)
                 self._count(name, "NonRetryableError", +1)
-        if candidates:
+                continue
+            running.append(finished)
+        for finished in running:
             finished.wait()
         self._finish_tuning(name)
 

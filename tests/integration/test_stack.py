@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import socket
+import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -56,19 +60,58 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids whose environment mentions ``text`` (every process the stack starts carries its home path)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
+            try:
+                if text.encode() in (proc / "environ").read_bytes():
+                    state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                    if state != "Z":
+                        found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
 def test_up_twice_is_harmless_and_down_leaves_no_process(tmp_path, capsys):
     settings = load_settings(home=tmp_path, base_port=free_port())
     try:
         stack.up(settings, quiet=True)
-        pid = int((settings.pid_dir / "moto.pid").read_text())
-        stack.up(settings, quiet=True)  # second start: same process, stack up to date
-        assert int((settings.pid_dir / "moto.pid").read_text()) == pid
+        pids = {p.stem: int(p.read_text()) for p in settings.pid_dir.glob("*.pid")}
+        assert set(pids) == {"moto", "sagemaker"}
+        stack.up(settings, quiet=True)  # second start: same processes, stack up to date
+        assert {p.stem: int(p.read_text()) for p in settings.pid_dir.glob("*.pid")} == pids
         out = capsys.readouterr().out
-        assert "already running" in out and "up to date" in out
+        assert out.count("already running") == 2 and "up to date" in out
+        _start_an_endpoint(settings)  # a long-running inference server of the stack's own
+        assert len(_processes_mentioning(str(tmp_path))) > len(pids)
     finally:
         stack.down(settings)
-    assert not _group_alive(pid)
+    assert not any(_group_alive(pid) for pid in pids.values())
+    assert _processes_mentioning(str(tmp_path)) == []
     assert not list(settings.pid_dir.glob("*.pid"))
+
+
+def _start_an_endpoint(settings) -> None:
+    repository = bootstrap.register_containers(settings, [REPO_ROOT / "tests" / "containers" / "toy"])[0]
+    image = bootstrap.image_uri(repository)
+    s3, sm = bootstrap.client(settings, "s3"), bootstrap.client(settings, "sagemaker")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        data = json.dumps({"mean": 1.0}).encode()
+        info = tarfile.TarInfo("model.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket="surgical-models", Key="toy/model.tar.gz", Body=buffer.getvalue())
+    sm.create_model(ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={
+        "Image": image, "ModelDataUrl": "s3://surgical-models/toy/model.tar.gz"})
+    sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
+    sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
+    time.sleep(0.5)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="e", WaiterConfig={"Delay": 0.5, "MaxAttempts": 60})
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):

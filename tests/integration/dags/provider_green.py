@@ -49,7 +49,8 @@ def training(name: str, epochs: str = "3") -> dict:
     return {
         "TrainingJobName": name, "RoleArn": ROLE, "HyperParameters": {"epochs": epochs},
         "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File", "MetricDefinitions": [
-            {"Name": "train:loss", "Regex": "loss=([0-9.]+)"}, {"Name": "validation:score", "Regex": "score=(-?[0-9.]+)"}]},
+            {"Name": "train:loss", "Regex": "loss=([0-9.]+)"},
+            {"Name": "validation:score", "Regex": "score=(-?[0-9.]+)"}]},
         "InputDataConfig": TRAIN_INPUT, "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/toy-{RUN}/models"},
         "ResourceConfig": RESOURCES, "StoppingCondition": {"MaxRuntimeInSeconds": 300},
         "CheckpointConfig": {"S3Uri": f"s3://{BUCKET}/toy-{RUN}/checkpoints/{name}"},
@@ -63,8 +64,9 @@ def model(name: str, version: str) -> dict:
 
 
 def endpoint_config(name: str, model_name: str) -> dict:
-    return {"EndpointConfigName": name, "ProductionVariants": [{
-        "VariantName": "AllTraffic", "ModelName": model_name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}]}
+    return {"EndpointConfigName": name, "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": model_name,
+                                                                "InitialInstanceCount": 1,
+                                                                "InstanceType": "ml.m5.large"}]}
 
 
 with DAG("provider_green", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False) as dag:

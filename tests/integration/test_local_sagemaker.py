@@ -1,0 +1,263 @@
+"""The local SageMaker as boto3 and the SageMaker SDK see it: validation, errors, state, jobs, endpoints."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from local_aws import stack
+
+pytestmark = pytest.mark.integration
+ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
+BUCKET = "surgical-models"
+RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}
+
+
+@pytest.fixture(scope="module")
+def sm(aws):
+    return aws("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def data(aws) -> str:
+    prefix = f"s3://{BUCKET}/local-sm-{uuid.uuid4().hex[:6]}"
+    for name, text in (("a.txt", "1 2 3"), ("b.txt", "4 5 6")):
+        aws("s3").put_object(Bucket=BUCKET, Key=f"{prefix[len('s3://' + BUCKET) + 1:]}/in/{name}", Body=text.encode())
+    return prefix
+
+
+def training_request(name: str, image: str, data: str, **hyperparameters: str) -> dict[str, Any]:
+    return {
+        "TrainingJobName": name, "RoleArn": ROLE, "HyperParameters": {"epochs": "2", **hyperparameters},
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File",
+                                   "MetricDefinitions": [{"Name": "loss", "Regex": "loss=([0-9.]+)"}]},
+        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"{data}/in"}}}],
+        "OutputDataConfig": {"S3OutputPath": f"{data}/models"}, "ResourceConfig": RESOURCES,
+        "StoppingCondition": {"MaxRuntimeInSeconds": 120},
+        "CheckpointConfig": {"S3Uri": f"{data}/checkpoints/{name}"},
+    }
+
+
+def wait_for(sm, name: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = sm.describe_training_job(TrainingJobName=name)
+        if job["TrainingJobStatus"] not in ("InProgress", "Stopping"):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"{name} still running")
+
+
+def error_of(call, **kwargs) -> tuple[str, str]:
+    with pytest.raises(ClientError) as info:
+        call(**kwargs)
+    return info.value.response["Error"]["Code"], info.value.response["Error"]["Message"]
+
+
+# -- wire protocol --------------------------------------------------------------------------------------------------
+def test_missing_required_member_bad_enum_and_bad_name_are_named(aws, toy_image, data):
+    request = training_request("bad_name!", toy_image, data)
+    del request["RoleArn"]
+    request["AlgorithmSpecification"]["TrainingInputMode"] = "Streaming"
+    # A client that skips botocore's own checks, to see what the server says.
+    unchecked = aws("sagemaker", parameter_validation=False)
+    code, message = error_of(unchecked.create_training_job, **request)
+    assert code == "ValidationException"
+    assert message.startswith("3 validation errors detected:")
+    assert "Value null at 'roleArn' failed to satisfy constraint: Member must not be null" in message
+    assert "at 'algorithmSpecification.trainingInputMode' failed to satisfy constraint: Member must satisfy " \
+           "enum value set" in message
+    assert "Value 'bad_name!' at 'trainingJobName' failed to satisfy constraint: Member must satisfy regular " \
+           "expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}" in message
+
+
+def test_describe_of_missing_resources_uses_aws_error_codes(sm):
+    assert error_of(sm.describe_training_job, TrainingJobName="nope") == (
+        "ValidationException", "Requested resource not found.")
+    assert error_of(sm.describe_endpoint, EndpointName="nope")[0] == "ValidationException"
+    assert error_of(sm.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName="nope")[0] == \
+        "ResourceNotFound"
+
+
+def test_duplicate_job_name_is_resource_in_use_and_list_paginates(sm, toy_image, data):
+    names = [f"dup-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    for name in names:
+        sm.create_training_job(**training_request(name, toy_image, data))
+    code, message = error_of(sm.create_training_job, **training_request(names[0], toy_image, data))
+    assert code == "ResourceInUse" and "a training job with this name already exists" in message
+    seen, token = [], None
+    while True:
+        page = sm.list_training_jobs(NameContains="dup-", MaxResults=2, **({"NextToken": token} if token else {}))
+        seen += [s["TrainingJobName"] for s in page["TrainingJobSummaries"]]
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert set(names) <= set(seen) and len(seen) == len(set(seen))
+    for name in names:
+        assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
+
+
+# -- jobs -------------------------------------------------------------------------------------------------------------
+def test_training_job_contract_metrics_artifacts_logs_and_tags(sm, aws, toy_image, data):
+    name = f"contract-{uuid.uuid4().hex[:6]}"
+    arn = sm.create_training_job(**training_request(name, toy_image, data, epochs="3"),
+                                 Tags=[{"Key": "dataset_version", "Value": "v1"}])["TrainingJobArn"]
+    job = wait_for(sm, name)
+    assert job["TrainingJobStatus"] == "Completed"
+    assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert job["FinalMetricDataList"][0]["MetricName"] == "loss"
+    assert job["FinalMetricDataList"][0]["Value"] == pytest.approx(0.3333)
+    artifacts = job["ModelArtifacts"]["S3ModelArtifacts"]
+    assert artifacts == f"{data}/models/{name}/output/model.tar.gz"
+    assert aws("s3").head_object(Bucket=BUCKET, Key=artifacts.split(BUCKET + "/", 1)[1])["ContentLength"] > 0
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "dataset_version", "Value": "v1"}]
+    logs = aws("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/")
+    [stream] = streams["logStreams"]
+    assert stream["logStreamName"].startswith(f"{name}/algo-1-")
+    lines = [e["message"] for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                        logStreamName=stream["logStreamName"])["events"]]
+    assert "epoch=2 loss=0.3333" in lines
+
+
+def test_stop_training_job_keeps_checkpoints(sm, aws, toy_image, data):
+    name = f"stop-{uuid.uuid4().hex[:6]}"
+    sm.create_training_job(**training_request(name, toy_image, data, mode="hang"))
+    time.sleep(1.5)
+    sm.stop_training_job(TrainingJobName=name)
+    job = wait_for(sm, name)
+    assert job["TrainingJobStatus"] == "Stopped" and job["SecondaryStatus"] == "Stopped"
+    _, message = error_of(sm.stop_training_job, TrainingJobName=name)
+    assert message == "The request was rejected because the training job is in status Stopped."
+
+
+def test_state_survives_a_restart_and_running_jobs_fail_with_a_reason(sm, local_stack, toy_image, data):
+    done, running = f"survive-{uuid.uuid4().hex[:6]}", f"killed-{uuid.uuid4().hex[:6]}"
+    sm.create_training_job(**training_request(done, toy_image, data))
+    assert wait_for(sm, done)["TrainingJobStatus"] == "Completed"
+    sm.create_training_job(**training_request(running, toy_image, data, mode="hang"))
+    time.sleep(1.5)
+    stack.restart(local_stack, "sagemaker")
+    assert sm.describe_training_job(TrainingJobName=done)["TrainingJobStatus"] == "Completed"
+    killed = sm.describe_training_job(TrainingJobName=running)
+    assert killed["TrainingJobStatus"] == "Failed"
+    assert "restarted while this job was running" in killed["FailureReason"]
+
+
+# -- endpoints ---------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_data(sm, toy_image, data) -> str:
+    name = f"ep-train-{uuid.uuid4().hex[:6]}"
+    sm.create_training_job(**training_request(name, toy_image, data))
+    return wait_for(sm, name)["ModelArtifacts"]["S3ModelArtifacts"]
+
+
+def _endpoint_config(sm, toy_image: str, model_data: str, version: str, **env: str) -> str:
+    suffix = uuid.uuid4().hex[:6]
+    sm.create_model(ModelName=f"m-{suffix}", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": toy_image, "ModelDataUrl": model_data, "Environment": {"TOY_VERSION": version, **env}})
+    sm.create_endpoint_config(
+        EndpointConfigName=f"c-{suffix}",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": f"m-{suffix}", "InitialInstanceCount": 1,
+                             "InstanceType": "ml.m5.large"}],
+        DataCaptureConfig={"EnableCapture": True, "InitialSamplingPercentage": 100,
+                           "DestinationS3Uri": f"s3://{BUCKET}/capture-{suffix}",
+                           "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+                           "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}})
+    return f"c-{suffix}"
+
+
+def _wait_in_service(sm, name: str) -> dict[str, Any]:
+    time.sleep(0.5)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+    return sm.describe_endpoint(EndpointName=name)
+
+
+def test_invocations_never_fail_during_updates_and_a_bad_model_leaves_the_old_serving(sm, aws, toy_image,
+                                                                                      model_data):
+    runtime = aws("sagemaker-runtime")
+    name = f"ep-{uuid.uuid4().hex[:6]}"
+    v1 = _endpoint_config(sm, toy_image, model_data, "v1")
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=v1)
+    assert _wait_in_service(sm, name)["EndpointStatus"] == "InService"
+
+    seen: list[str] = []
+    failures: list[Exception] = []
+    stop = threading.Event()
+
+    def call_in_a_loop() -> None:
+        while not stop.is_set():
+            try:
+                response = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps({"x": 2}),
+                                                   ContentType="application/json")
+                seen.append(json.loads(response["Body"].read())["model"])
+            except Exception as exc:  # any failed request fails the test
+                failures.append(exc)
+
+    caller = threading.Thread(target=call_in_a_loop)
+    caller.start()
+    try:
+        v2 = _endpoint_config(sm, toy_image, model_data, "v2")
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=v2)
+        assert _wait_in_service(sm, name)["EndpointConfigName"] == v2
+        broken = _endpoint_config(sm, toy_image, model_data, "v3", TOY_MODE="broken")
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=broken)
+        after = _wait_in_service(sm, name)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        caller.join()
+    assert failures == []
+    assert "v1" in seen and "v2" in seen and "v3" not in seen
+    assert seen[-1] == "v2"
+    assert after["EndpointStatus"] == "InService" and after["EndpointConfigName"] == v2  # old config serving
+    assert "did not pass the ping health check" in after["FailureReason"]
+
+
+def test_model_errors_and_data_capture(sm, aws, toy_image, model_data):
+    runtime = aws("sagemaker-runtime")
+    name = f"cap-{uuid.uuid4().hex[:6]}"
+    config = _endpoint_config(sm, toy_image, model_data, "v1")
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    _wait_in_service(sm, name)
+    code, message = error_of(runtime.invoke_endpoint, EndpointName=name, Body=b"{}", ContentType="application/json")
+    assert code == "ModelError" and "Received client error (400) from primary" in message
+    for x in range(3):
+        runtime.invoke_endpoint(EndpointName=name, Body=json.dumps({"x": x}), ContentType="application/json")
+    sm.delete_endpoint(EndpointName=name)  # flushes the capture buffer
+    capture = sm.describe_endpoint_config(EndpointConfigName=config)["DataCaptureConfig"]["DestinationS3Uri"]
+    bucket, prefix = capture[5:].split("/", 1)
+    keys = [o["Key"] for o in aws("s3").list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    assert keys and all(k.startswith(f"{prefix}/{name}/AllTraffic/") and k.endswith(".jsonl") for k in keys)
+    records = [json.loads(line) for k in keys
+               for line in aws("s3").get_object(Bucket=bucket, Key=k)["Body"].read().decode().splitlines()]
+    assert len(records) == 3
+    record = records[0]
+    assert record["eventVersion"] == "0" and "eventId" in record["eventMetadata"]
+    assert record["captureData"]["endpointInput"]["encoding"] == "JSON"
+    assert record["captureData"]["endpointInput"]["mode"] == "INPUT"
+    assert json.loads(record["captureData"]["endpointOutput"]["data"])["model"] == "v1"
+    assert error_of(sm.describe_endpoint, EndpointName=name)[0] == "ValidationException"
+
+
+def test_sagemaker_sdk_describes_jobs_and_invokes_endpoints(sm, toy_image, model_data, local_stack, monkeypatch):
+    for key, value in local_stack.aws_environment().items():  # the SDK finds the stack like any AWS client
+        monkeypatch.setenv(key, value)
+    from sagemaker.core.resources import Endpoint, TrainingJob
+
+    name = f"sdk-{uuid.uuid4().hex[:6]}"
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=_endpoint_config(sm, toy_image, model_data, "sdk"))
+    _wait_in_service(sm, name)
+    training = model_data.split("/models/")[1].split("/")[0]
+    assert TrainingJob.get(training_job_name=training).training_job_status == "Completed"
+    response = Endpoint.get(endpoint_name=name).invoke(body=json.dumps({"x": 1}), content_type="application/json")
+    body = response.body.read() if hasattr(response.body, "read") else response.body
+    assert json.loads(body)["model"] == "sdk"

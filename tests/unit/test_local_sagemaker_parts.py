@@ -1,0 +1,102 @@
+"""The local SageMaker's pieces on their own: request validation, tuning search spaces, Dockerfiles, metrics."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from local_aws.sagemaker.backend import tuning_candidates
+from local_aws.sagemaker.containers import parse_dockerfile
+from local_aws.sagemaker.exceptions import ValidationException
+from local_aws.sagemaker.runners import MetricCollector, local_path, training_environment
+from local_aws.sagemaker.validation import service_model, validate
+from local_aws.settings import REPO_ROOT
+
+
+def op(name: str):
+    return service_model().operation_model(name)
+
+
+def test_a_valid_request_passes():
+    validate(op("DescribeTrainingJob"), {"TrainingJobName": "job-1"})
+
+
+def test_every_violation_is_reported_with_its_member_path():
+    request = {"EndpointConfigName": "x" * 64,
+               "ProductionVariants": [{"VariantName": "v", "ModelName": "m", "InstanceType": "ml.nope"}]}
+    with pytest.raises(ValidationException) as info:
+        validate(op("CreateEndpointConfig"), request)
+    message = info.value.message
+    assert message.startswith("3 validation errors detected:")  # length, pattern and enum
+    assert "at 'endpointConfigName' failed to satisfy constraint: Member must have length less than or equal " \
+           "to 63" in message
+    assert "Value 'ml.nope' at 'productionVariants.1.member.instanceType' failed to satisfy constraint: Member " \
+           "must satisfy enum value set" in message
+
+
+def test_types_and_ranges_are_checked():
+    with pytest.raises(ValidationException, match="'maxResults' failed to satisfy constraint: Member must have "
+                                                  "value less than or equal to 100"):
+        validate(op("ListTrainingJobs"), {"MaxResults": 1000})
+    with pytest.raises(ValidationException, match="Member must be an integer"):
+        validate(op("ListTrainingJobs"), {"MaxResults": "ten"})
+
+
+@given(st.from_regex(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", fullmatch=True).filter(lambda s: len(s) <= 63))
+def test_any_name_the_pattern_allows_is_accepted(name):
+    validate(op("DescribeTrainingJob"), {"TrainingJobName": name})
+
+
+@given(st.text(min_size=1, max_size=63).filter(lambda s: not s[0].isalnum() or "_" in s or " " in s))
+def test_names_the_pattern_refuses_are_rejected(name):
+    with pytest.raises(ValidationException, match="trainingJobName"):
+        validate(op("DescribeTrainingJob"), {"TrainingJobName": name})
+
+
+def _config(strategy: str, **ranges) -> dict:
+    return {"Strategy": strategy, "ResourceLimits": {"MaxNumberOfTrainingJobs": 5, "MaxParallelTrainingJobs": 1},
+            "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "m"}, "ParameterRanges": ranges}
+
+
+def test_grid_search_is_the_full_product():
+    grid = tuning_candidates(_config("Grid", CategoricalParameterRanges=[{"Name": "a", "Values": ["1", "2"]}],
+                                     IntegerParameterRanges=[{"Name": "b", "MinValue": "3", "MaxValue": "5"}]))
+    assert len(grid) == 6 and {"b": "3", "a": "1"} in grid
+
+
+@given(st.floats(0.0001, 1.0), st.floats(1.0, 10.0), st.integers(1, 50), st.integers(51, 100))
+def test_random_search_stays_inside_the_ranges(low, high, int_low, int_high):
+    draws = tuning_candidates(_config(
+        "Random",
+        ContinuousParameterRanges=[{"Name": "lr", "MinValue": str(low), "MaxValue": str(high),
+                                    "ScalingType": "Logarithmic"}],
+        IntegerParameterRanges=[{"Name": "epochs", "MinValue": str(int_low), "MaxValue": str(int_high)}]))
+    assert len(draws) == 5
+    for draw in draws:
+        assert low * 0.999999 <= float(draw["lr"]) <= high * 1.000001
+        assert int_low <= int(draw["epochs"]) <= int_high
+
+
+def test_dockerfile_entrypoint_runs_from_the_container_folder():
+    image = parse_dockerfile("test/toy", REPO_ROOT / "tests" / "containers" / "toy")
+    command = image.command(None, ["train"])
+    assert command[1] == str(REPO_ROOT / "tests" / "containers" / "toy" / "entrypoint.py")
+    assert command[-1] == "train" and image.env == {"TOY_GREETING": "hello"}
+
+
+def test_contract_paths_map_under_the_job_root(tmp_path):
+    assert local_path(tmp_path, "/opt/ml/processing/input/video") == tmp_path / "processing/input/video"
+    env = training_environment(tmp_path, "job", {"TrainingJobArn": "arn", "HyperParameters": {
+        "learning-rate": "0.1", "classes": '["a", "b"]'}}, ["train", "val"], tmp_path / "checkpoints")
+    assert env["SM_CHANNEL_TRAIN"] == str(tmp_path / "input/data/train")
+    assert env["SM_HP_LEARNING-RATE"] == "0.1" and env["SM_CHANNELS"] == '["train", "val"]'
+    assert env["SM_HPS"] == '{"learning-rate": 0.1, "classes": ["a", "b"]}'
+
+
+def test_metric_definitions_keep_the_last_value():
+    collector = MetricCollector([{"Name": "loss", "Regex": r"loss=([0-9.]+)"},
+                                 {"Name": "map", "Regex": r"mAP: ([0-9.]+)"}])
+    for line in ("epoch 1 loss=0.9", "epoch 2 loss=0.5 mAP: 0.31", "no metric here", "epoch 3 loss=0.25"):
+        collector.feed(line)
+    assert {m["MetricName"]: m["Value"] for m in collector.final()} == {"loss": 0.25, "map": 0.31}
