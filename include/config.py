@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 class PipelineConfig:
     env: str = "local"
     region: str = "us-east-1"
+    account_id: str = "123456789012"  # the local stack's account; set through the Variable on AWS
     # Buckets (DESIGN.md section 4). On AWS bucket names are global, so dev/prod add a suffix.
     raw_bucket: str = "surgical-videos-raw"
     frames_bucket: str = "surgical-frames-processed"
@@ -39,6 +40,11 @@ class PipelineConfig:
     video_queue: str = "video-processing-queue"
     video_dlq: str = "video-processing-dlq"
     max_receive_count: int = 5
+    sqs_batch_size: int = 10
+    ingest_schedule: str = "*/10 * * * *"
+    # Images and roles: ECR repositories surgical-mlops/<container>, tag per release.
+    image_tag: str = "latest"
+    sagemaker_role_name: str = "surgical-sagemaker-execution"
     # Frame extraction
     extraction_fps: float = 5.0
     jpeg_quality: int = 90
@@ -55,6 +61,18 @@ class PipelineConfig:
     # Security: KMS key alias for SageMaker volumes/outputs; None lets the service use its default key.
     kms_key_alias: str | None = "alias/surgical-mlops"
     tags: Mapping[str, str] = field(default_factory=lambda: {"project": "surgical-mlops"})
+
+    def image_uri(self, container: str) -> str:
+        """ECR image of a folder under containers/ (``frame_extractor`` -> ``.../surgical-mlops/frame-extractor``)."""
+        repository = f"surgical-mlops/{container.replace('_', '-')}"
+        return f"{self.account_id}.dkr.ecr.{self.region}.amazonaws.com/{repository}:{self.image_tag}"
+
+    @property
+    def sagemaker_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.sagemaker_role_name}"
+
+    def queue_url(self, name: str) -> str:
+        return f"https://sqs.{self.region}.amazonaws.com/{self.account_id}/{name}"
 
 
 def _aws_names(suffix: str, **extra: Any) -> dict[str, Any]:

@@ -26,7 +26,9 @@ from local_aws.settings import ACCOUNT_ID, REGION, REPO_ROOT, StackSettings
 FOUNDATION_STACK = "surgical-mlops-foundation"
 FOUNDATION_TEMPLATE = REPO_ROOT / "infra" / "foundation.yaml"
 ARTIFACTS_BUCKET = "surgical-mlops-artifacts"
-LAMBDA_SOURCES = {"S3ToSqsCodeKey": REPO_ROOT / "include" / "lambdas" / "s3_to_sqs.py"}
+_LAMBDAS = REPO_ROOT / "include" / "lambdas"
+# Template parameter -> the files of that function's deployment zip (the handler first).
+LAMBDA_SOURCES = {"S3ToSqsCodeKey": [_LAMBDAS / "s3_to_sqs.py", _LAMBDAS / "quarantine.py"]}
 
 
 def client(settings: StackSettings, service: str, **config: Any) -> Any:
@@ -43,13 +45,14 @@ def client(settings: StackSettings, service: str, **config: Any) -> Any:
     )
 
 
-def lambda_zip(source: Path) -> bytes:
-    """A deterministic zip of one handler file: same source, same bytes, same key."""
+def lambda_zip(sources: list[Path]) -> bytes:
+    """A deterministic zip of a function's files: same sources, same bytes, same key."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
-        info.external_attr = 0o644 << 16
-        zf.writestr(info, source.read_bytes())
+        for source in sources:
+            info = zipfile.ZipInfo(source.name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, source.read_bytes())
     return buffer.getvalue()
 
 
@@ -60,9 +63,9 @@ def upload_lambda_code(settings: StackSettings) -> dict[str, str]:
     except ClientError:
         s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
     keys = {}
-    for parameter, source in LAMBDA_SOURCES.items():
-        body = lambda_zip(source)
-        key = f"lambda/{source.stem}/{hashlib.sha256(body).hexdigest()[:16]}.zip"
+    for parameter, sources in LAMBDA_SOURCES.items():
+        body = lambda_zip(sources)
+        key = f"lambda/{sources[0].stem}/{hashlib.sha256(body).hexdigest()[:16]}.zip"
         s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=key, Body=body)
         keys[parameter] = key
     return keys

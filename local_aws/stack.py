@@ -108,7 +108,9 @@ def _start(settings: StackSettings, service: Service) -> int:
     env = dict(os.environ)
     env.update(settings.aws_environment())
     env.update({"LOCAL_AWS_HOME": str(settings.home), "LOCAL_AWS_PORT": str(settings.base_port),
-                "PYTHONPATH": str(REPO_ROOT)})
+                "PYTHONPATH": str(REPO_ROOT),
+                # The venv's tools (ffmpeg among them) are what a container image carries.
+                "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])})
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", service.module, "--port", str(service.port)],

@@ -1,8 +1,8 @@
 """Lambda handler: S3 ObjectCreated on the raw-videos bucket -> one SQS message per uploaded video version.
 
 Deployed by ``infra/foundation.yaml`` (the same file runs locally: ``local_aws`` delivers S3 events to this handler
-the way Lambda's S3 trigger does). Self-contained on purpose: the deployment zip holds this file only, and the Lambda
-runtime provides boto3.
+the way Lambda's S3 trigger does). The deployment zip holds this file and ``quarantine.py``; the Lambda runtime
+provides boto3.
 
 Rules:
 - only ``.mp4``/``.avi`` keys under ``videos/`` count; any other key is ignored with a log line;
@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import time
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 from urllib.parse import unquote_plus
@@ -27,8 +26,12 @@ from urllib.parse import unquote_plus
 import boto3
 from botocore.exceptions import ClientError
 
+try:  # in the deployment zip the modules sit side by side
+    from quarantine import quarantine_object
+except ModuleNotFoundError:  # imported from the repository (tests, DAGs)
+    from include.lambdas.quarantine import quarantine_object
+
 MESSAGE_SCHEMA = "surgical-mlops/video-uploaded/v1"
-QUARANTINE_SCHEMA = "surgical-mlops/quarantine/v1"
 # A claim that never reached "queued" (the sender died) may be taken over after this many seconds.
 CLAIM_TIMEOUT_S = 300
 # Idempotency records expire (DynamoDB TTL) after the longest S3 redelivery window we care about.
@@ -160,43 +163,6 @@ def _send(settings: Settings, item: dict[str, Any]) -> str:
     return response["MessageId"]
 
 
-def _quarantine(settings: Settings, item: dict[str, Any], reason: str) -> str:
-    """Copy the object version to quarantine/ with a reason document, then remove that version from videos/."""
-    s3 = _client("s3")
-    ext = os.path.splitext(item["key"])[1].lower()
-    target = f"{settings.quarantine_prefix}{item['video_id']}{ext}"
-    source = {"Bucket": item["bucket"], "Key": item["key"]}
-    if item["version_id"]:
-        source["VersionId"] = item["version_id"]
-    s3.copy_object(
-        Bucket=item["bucket"],
-        Key=target,
-        CopySource=source,
-        MetadataDirective="REPLACE",
-        Metadata={"quarantine-reason": reason, "video-id": item["video_id"]},
-    )
-    document = {
-        "schema": QUARANTINE_SCHEMA,
-        "video_id": item["video_id"],
-        "reason": reason,
-        "stage": "ingest",
-        "source": {"bucket": item["bucket"], "key": item["key"], "version_id": item["version_id"]},
-        "quarantined_object": target,
-        "quarantined_at": datetime.now(UTC).isoformat(),
-    }
-    s3.put_object(
-        Bucket=item["bucket"],
-        Key=f"{settings.quarantine_prefix}{item['video_id']}.reason.json",
-        Body=json.dumps(document, indent=2).encode(),
-        ContentType="application/json",
-    )
-    delete = {"Bucket": item["bucket"], "Key": item["key"]}
-    if item["version_id"]:
-        delete["VersionId"] = item["version_id"]
-    s3.delete_object(**delete)
-    return target
-
-
 def process_record(record: dict[str, Any], settings: Settings) -> dict[str, Any]:
     item = parse_record(record)
     video_id = item["video_id"]
@@ -213,7 +179,9 @@ def process_record(record: dict[str, Any], settings: Settings) -> dict[str, Any]
     try:
         if kind == "empty":
             reason = "zero-byte upload: the object is empty, there is no video to process"
-            target = _quarantine(settings, item, reason)
+            target = quarantine_object(_client("s3"), bucket=item["bucket"], key=item["key"],
+                                       version_id=item["version_id"], video_id=video_id, reason=reason,
+                                       stage="ingest", prefix=settings.quarantine_prefix)
             _finish(settings, video_id, "quarantined", reason)
             logger.warning("video_id=%s quarantined: %s", video_id, reason)
             return {"video_id": video_id, "outcome": "quarantined", "quarantined_object": target}

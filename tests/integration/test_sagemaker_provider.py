@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from local_aws.settings import REPO_ROOT, StackSettings
+from tests.conftest import run_dag_test
 
 pytestmark = pytest.mark.integration
 DAGS = Path(__file__).parent / "dags"
 
 
 @pytest.fixture(scope="module")
-def airflow_env(local_stack: StackSettings, toy_image: str, tmp_path_factory: pytest.TempPathFactory,
-                aws) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {**os.environ, **local_stack.aws_environment(),
-           "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-           # aws_default carries no endpoint: the clients find the local stack through AWS_ENDPOINT_URL_*.
-           "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws"}',
-           "PYTHONPATH": str(REPO_ROOT), "TOY_IMAGE": toy_image}
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
-                   capture_output=True)
-    return env
+def airflow_env(airflow_home: dict[str, str], toy_image: str) -> dict[str, str]:
+    return {**airflow_home, "TOY_IMAGE": toy_image}
 
 
 def dag_test(env: dict[str, str], dag_id: str, aws) -> tuple[dict[str, str], str]:
@@ -37,16 +24,7 @@ def dag_test(env: dict[str, str], dag_id: str, aws) -> tuple[dict[str, str], str
     s3 = aws("s3")
     for name, text in (("a.txt", "1 2 3"), ("b.txt", "4 5 6")):
         s3.put_object(Bucket="surgical-models", Key=f"toy-{run}/in/{name}", Body=text.encode())
-    script = (f"from tests.integration.dags.{dag_id} import dag\n"
-              "run = dag.test()\n"
-              "for ti in run.get_task_instances():\n"
-              "    print(f'TASK {ti.task_id} {ti.state}')\n")
-    result = subprocess.run([sys.executable, "-c", script], env={**env, "TOY_RUN": run}, capture_output=True,
-                            text=True, timeout=420, cwd=REPO_ROOT)
-    output = result.stdout + result.stderr
-    states = dict(re.findall(r"^TASK (\S+) (\S+)$", result.stdout, flags=re.M))
-    assert states, output[-5000:]
-    return states, output
+    return run_dag_test({**env, "TOY_RUN": run}, DAGS, f"tests.integration.dags.{dag_id}", timeout=420)
 
 
 def test_provider_operators_and_sensors_run_green(airflow_env, aws):

@@ -1,0 +1,113 @@
+"""ingest_and_extract end to end: uploads -> Lambda -> SQS -> the real DAG (dag.test()) -> real processing jobs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from include.lambdas.s3_to_sqs import video_id_for
+from include.media import ffmpeg_exe
+from include.synthetic import generate_video
+from local_aws.settings import REPO_ROOT
+from tests.conftest import run_dag_test
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+RAW, FRAMES = "surgical-videos-raw", "surgical-frames-processed"
+FPS = 5
+
+
+def _queue_depth(sqs, name: str) -> int:
+    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+
+def _make_inputs(folder: Path) -> dict[str, dict]:
+    """Good and bad uploads of one batch: name -> {path, good, seconds}."""
+    truth = folder / "truth"
+    items = {}
+    for name, (seconds, width, height, seed) in {"good-a.mp4": (3, 320, 192, 1), "good-b.avi": (2, 320, 192, 2),
+                                                 "uhd.mp4": (1, 3840, 2160, 3)}.items():
+        path = folder / name
+        generate_video(path, seconds=seconds, width=width, height=height, fps=10, seed=seed, truth_dir=truth)
+        items[name] = {"path": path, "good": True, "seconds": seconds}
+    whole = (folder / "good-a.mp4").read_bytes()
+    (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    (folder / "notes.mp4").write_text("operating room schedule, not a video\n")
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=2",
+                    "-c:a", "aac", str(folder / "audio-only.mp4")], check=True)
+    for name in ("truncated.mp4", "notes.mp4", "audio-only.mp4"):
+        items[name] = {"path": folder / name, "good": False}
+    return items
+
+
+@pytest.fixture(scope="module")
+def batch(aws, tmp_path_factory):
+    s3, sqs = aws("s3"), aws("sqs")
+    folder = tmp_path_factory.mktemp("ingest-batch")
+    items = _make_inputs(folder)
+    before = _queue_depth(sqs, "video-processing-queue")
+    for name, item in items.items():
+        put = s3.put_object(Bucket=RAW, Key=f"videos/e2e-{name}", Body=item["path"].read_bytes())
+        item["key"] = f"videos/e2e-{name}"
+        item["video_id"] = video_id_for(RAW, item["key"], put["VersionId"])
+    deadline = time.time() + 30
+    while _queue_depth(sqs, "video-processing-queue") < before + len(items) and time.time() < deadline:
+        time.sleep(0.5)
+    assert _queue_depth(sqs, "video-processing-queue") == before + len(items)
+    return items
+
+
+@pytest.fixture(scope="module")
+def first_run(airflow_home, batch):
+    return run_dag_test(airflow_home, REPO_ROOT / "dags", "ingest_and_extract", timeout=900)
+
+
+def test_good_videos_are_extracted_at_5_fps(aws, batch, first_run):
+    states, output = first_run
+    assert states["settle"] == "success", output[-6000:]
+    s3 = aws("s3")
+    for name, item in batch.items():
+        if not item["good"]:
+            continue
+        manifest = json.loads(s3.get_object(Bucket=FRAMES, Key=f"frames/{item['video_id']}/frames.json")["Body"]
+                              .read())
+        assert abs(manifest["frame_count"] - item["seconds"] * FPS) <= 1, name
+        assert manifest["source"]["version_id"] and manifest["extraction"]["fps"] == FPS
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket=FRAMES, Prefix=f"frames/{item['video_id']}/")["Contents"]]
+        assert len([k for k in keys if k.endswith(".jpg")]) == manifest["frame_count"]
+        assert max(manifest["width"], manifest["height"]) <= 1280
+
+
+def test_bad_videos_are_quarantined_with_a_reason_and_nothing_is_lost(aws, batch, first_run):
+    s3 = aws("s3")
+    for name, item in batch.items():
+        if item["good"]:
+            continue
+        reason = json.loads(s3.get_object(Bucket=RAW, Key=f"quarantine/{item['video_id']}.reason.json")["Body"]
+                            .read())["reason"]
+        assert reason.startswith("frame extraction failed: AlgorithmError:"), (name, reason)
+        versions = s3.list_object_versions(Bucket=RAW, Prefix=item["key"]).get("Versions", [])
+        assert versions == [], f"{name} must have moved to quarantine/"
+    assert "staging/" not in str(s3.list_objects_v2(Bucket=RAW, Prefix="staging/").get("Contents", []))
+
+
+def test_the_queue_is_empty_afterwards(aws, first_run):
+    assert _queue_depth(aws("sqs"), "video-processing-queue") == 0
+
+
+def test_rerunning_for_the_same_keys_creates_no_jobs_or_frames(aws, airflow_home, batch, first_run):
+    s3, sm = aws("s3"), aws("sagemaker")
+    good = [item for item in batch.values() if item["good"]]
+    jobs_before = len(sm.list_processing_jobs(MaxResults=100)["ProcessingJobSummaries"])
+    versions_before = len(s3.list_object_versions(Bucket=FRAMES, Prefix="frames/").get("Versions", []))
+    states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "ingest_and_extract",
+                                  conf={"video_keys": [item["key"] for item in good]})
+    assert states["plan"] == "success", output[-6000:]
+    assert states["settle"] == "skipped"  # nothing new: the frames Asset is not updated again
+    assert len(sm.list_processing_jobs(MaxResults=100)["ProcessingJobSummaries"]) == jobs_before
+    assert len(s3.list_object_versions(Bucket=FRAMES, Prefix="frames/").get("Versions", [])) == versions_before
