@@ -50,8 +50,13 @@ class PipelineConfig:
     jpeg_quality: int = 90
     max_frame_side: int = 1280
     processing_instance_type: str = "ml.c5.xlarge"
-    # Labeling / training / deploy
+    # Labeling
     label_classes: tuple[str, ...] = ("scalpel", "retractor", "tumor")
+    label_attribute: str = "surgical-boxes"
+    workteam_name: str = "surgical-annotators"
+    labeling_workers: int = 3
+    review_confidence_threshold: float = 0.6  # a frame with a box below this goes through the review job
+    # Training / deploy
     training_instance_type: str = "ml.g4dn.xlarge"
     inference_instance_type: str = "ml.m5.large"
     # Gates
@@ -66,6 +71,10 @@ class PipelineConfig:
         """ECR image of a folder under containers/ (``frame_extractor`` -> ``.../surgical-mlops/frame-extractor``)."""
         repository = f"surgical-mlops/{container.replace('_', '-')}"
         return f"{self.account_id}.dkr.ecr.{self.region}.amazonaws.com/{repository}:{self.image_tag}"
+
+    @property
+    def workteam_arn(self) -> str:
+        return f"arn:aws:sagemaker:{self.region}:{self.account_id}:workteam/private-crowd/{self.workteam_name}"
 
     @property
     def sagemaker_role_arn(self) -> str:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from pathlib import Path
-
-# Airflow reads its settings once, at import: point it at a scratch home before any test imports it.
-os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / "surgical-mlops-test-airflow"))
-os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 import random
 import socket
+import sys
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from local_aws import bootstrap, stack
 from local_aws.settings import StackSettings, load_settings
+
+# The plugins folder is on sys.path in Airflow (and in plugins.zip on MWAA): the DAGs import from it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
+# Airflow reads its settings once, at import: point it at a scratch home before any test imports it.
+os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / "surgical-mlops-test-airflow"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
 def free_port(count: int = 4) -> int:
@@ -99,9 +102,10 @@ def run_dag_test(env: dict[str, str], dags_folder: Path, module: str, conf: dict
               "    suffix = f'[{ti.map_index}]' if ti.map_index >= 0 else ''\n"
               "    print(f'TASK {ti.task_id}{suffix} {ti.state}')\n")
     # The DAGs folder is on sys.path, as on MWAA and in the DAG processor.
-    path = os.pathsep.join([str(dags_folder), env.get("PYTHONPATH", str(REPO_ROOT))])
+    path = os.pathsep.join([str(dags_folder), str(REPO_ROOT / "plugins"), env.get("PYTHONPATH", str(REPO_ROOT))])
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
                             timeout=timeout, env={**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+                                                  "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
                                                   "PYTHONPATH": path})
     output = result.stdout + result.stderr
     states = dict(re.findall(r"^TASK (\S+) (\S+)$", result.stdout, flags=re.M))
