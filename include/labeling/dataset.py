@@ -3,7 +3,8 @@
 - The version id is the hash of the sorted entries and the classes: the same content always has the same id, and
   one id can only ever name one content.
 - Split by video (no video in two splits), stable when videos arrive: a video keeps the split it had in the parent
-  version; a new video takes the split its id hashes to, except that a split still empty takes the next new video.
+  version; a new video takes the split its id hashes to, except that a split still empty (train first) takes the next
+  new video.
 - Published with conditional writes (``If-None-Match: *``): a second publish of the same content is a no-op.
 """
 
@@ -34,8 +35,8 @@ def assign_splits(video_ids: list[str], parent: dict[str, str]) -> dict[str, str
     new = sorted(v for v in video_ids if v not in parent)
     for video in new:
         empty = [s for s in SPLITS if s not in splits.values()]
-        # Only fill an empty split while at least one video stays for training.
-        splits[video] = empty[-1] if empty and "train" in splits.values() else split_of(video)
+        # Every split gets a video as early as possible, training first; after that the hash decides.
+        splits[video] = empty[0] if empty else split_of(video)
     return splits
 
 
