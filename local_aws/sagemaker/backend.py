@@ -27,6 +27,7 @@ from local_aws.sagemaker.exceptions import (
     UnknownOperation,
     ValidationException,
 )
+from local_aws.sagemaker.labeling import LabelingRunner
 from local_aws.sagemaker.resources import KINDS, Resources, now
 from local_aws.sagemaker.runners import JobRunner
 from local_aws.sagemaker.store import Store
@@ -47,6 +48,7 @@ class SageMakerBackend:
         self.registry = ContainerRegistry(settings)
         self.jobs = JobRunner(self.resources, self.registry, settings)
         self.endpoints = EndpointRuntime(self.resources, self.registry, settings)
+        self.labeling = LabelingRunner(self.resources, settings)
         self._tuning_lock = threading.Lock()
 
     # -- dispatch ---------------------------------------------------------------------------------------------------
@@ -544,10 +546,12 @@ class SageMakerBackend:
                                   "FailedNonRetryableError": 0, "Unlabeled": 0})
         job = self.resources.create("LabelingJob", name, job, request.get("Tags"),
                                     self._job_exists("LabelingJob", name))
+        self.labeling.start(name)
         return {"LabelingJobArn": job["LabelingJobArn"]}
 
     def op_StopLabelingJob(self, request: dict[str, Any]) -> dict[str, Any]:
         self._stop_job("LabelingJob", request["LabelingJobName"])
+        self.labeling.stop(request["LabelingJobName"])
         return {}
 
     def op_CreateMonitoringSchedule(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -40,3 +40,10 @@ def test_failing_jobs_fail_their_tasks_with_the_reason(airflow_env, aws):
     assert states == {"process_fails": "failed", "train_times_out": "success", "train_sensor": "failed"}
     assert "SageMaker resource failed because AlgorithmError: toy processing failed on purpose" in output
     assert "Sagemaker job failed for the following reason: MaxRuntimeExceeded" in output, output[-4000:]
+
+
+def test_a_failed_labeling_job_fails_the_task_with_its_reason(airflow_env, aws):
+    states, output = dag_test(airflow_env, "labeling_failure", aws)
+    assert states == {"label": "failed", "sensor": "failed"}, output[-4000:]
+    assert "SageMaker resource failed because ClientError: cannot read the label category configuration" in output
+    assert "Sagemaker labeling job failed for the following reason:" in output
