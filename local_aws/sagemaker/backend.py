@@ -11,6 +11,7 @@ import copy
 import itertools
 import logging
 import math
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -29,12 +30,11 @@ from local_aws.sagemaker.exceptions import (
 )
 from local_aws.sagemaker.labeling import LabelingRunner
 from local_aws.sagemaker.resources import KINDS, Resources, now
-from local_aws.sagemaker.runners import JobRunner
+from local_aws.sagemaker.runners import RESTART_REASON, JobRunner
 from local_aws.sagemaker.store import Store
 from local_aws.settings import ACCOUNT_ID, REGION, StackSettings
 
 log = logging.getLogger("local_aws.sagemaker.backend")
-RESTART_REASON = "InternalServerError: the local SageMaker service restarted while this {what} was running"
 # Job kinds whose state machine is "InProgress -> Completed | Failed | Stopping -> Stopped".
 JOB_KINDS = ("ProcessingJob", "TrainingJob", "HyperParameterTuningJob", "LabelingJob")
 MAX_TUNING_TRIALS = 500
@@ -139,9 +139,22 @@ class SageMakerBackend:
         return job
 
     # -- processing jobs --------------------------------------------------------------------------------------------
+    def _check_quota(self, kind: str, instance_type: str) -> None:
+        """AWS's per-account limit on concurrent jobs (``LOCAL_SAGEMAKER_MAX_JOBS`` per kind, default 20)."""
+        limit = int(os.environ.get("LOCAL_SAGEMAKER_MAX_JOBS", "20"))
+        status_member = KINDS[kind].status_member
+        running = sum(1 for job in self.store.items(kind) if job.get(status_member) in ("InProgress", "Stopping"))
+        if running + 1 > limit:
+            usage = "processing job usage" if kind == "ProcessingJob" else "training job usage"
+            raise ResourceLimitExceeded(
+                f"The account-level service limit '{instance_type} for {usage}' is {limit} Instances, with current "
+                f"utilization of {running} Instances and a request delta of 1 Instances. Please use AWS Service "
+                "Quotas to request an increase for this quota.")
+
     def op_CreateProcessingJob(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["ProcessingJobName"]
         self.registry.resolve(request["AppSpecification"]["ImageUri"])
+        self._check_quota("ProcessingJob", request["ProcessingResources"]["ClusterConfig"]["InstanceType"])
         job = {k: copy.deepcopy(v) for k, v in request.items() if k != "Tags"}
         job.update(ProcessingJobStatus="InProgress", LastModifiedTime=now())
         job = self.resources.create("ProcessingJob", name, job, request.get("Tags"),
@@ -163,6 +176,7 @@ class SageMakerBackend:
             raise ValidationException("AlgorithmSpecification.TrainingImage is required by the local SageMaker "
                                       "(algorithm resources are not supported).")
         self.registry.resolve(spec["TrainingImage"])
+        self._check_quota("TrainingJob", request["ResourceConfig"]["InstanceType"])
         job = {k: copy.deepcopy(v) for k, v in request.items() if k != "Tags"}
         job.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": 86400})
         job.update(TrainingJobStatus="InProgress", SecondaryStatus="Starting", LastModifiedTime=now(),

@@ -32,6 +32,7 @@ from local_aws.sagemaker.resources import Resources, now
 from local_aws.settings import StackSettings
 
 log = logging.getLogger("local_aws.sagemaker.runners")
+RESTART_REASON = "InternalServerError: the local SageMaker service restarted while this {what} was running"
 OPT_ML = "/opt/ml"
 STOP_GRACE_S = 10
 
@@ -182,11 +183,13 @@ class JobRunner:
         self._slots = threading.BoundedSemaphore(max_parallel or int(os.environ.get("LOCAL_SAGEMAKER_SLOTS", "2")))
         self._processes: dict[tuple[str, str], ContainerProcess] = {}
         self._stop_requested: set[tuple[str, str]] = set()
+        self._shutting_down = threading.Event()
         self._lock = threading.Lock()
         self._s3 = boto3.client("s3")
 
     def shutdown(self) -> None:
         """Stop every running container (the service is going away)."""
+        self._shutting_down.set()
         with self._lock:
             processes = list(self._processes.values())
         for process in processes:
@@ -232,6 +235,9 @@ class JobRunner:
 
     def _finish(self, kind: str, name: str, status: str, reason: str | None, **extra: Any) -> None:
         status_member = f"{kind}Status"
+        if self._shutting_down.is_set() and status != "Completed":
+            # Its container was killed because the service is stopping: not a stop the user asked for.
+            status, reason = "Failed", RESTART_REASON.format(what="job")
 
         def change(d: dict[str, Any]) -> None:
             d[status_member] = status

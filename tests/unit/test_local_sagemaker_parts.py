@@ -100,3 +100,24 @@ def test_metric_definitions_keep_the_last_value():
     for line in ("epoch 1 loss=0.9", "epoch 2 loss=0.5 mAP: 0.31", "no metric here", "epoch 3 loss=0.25"):
         collector.feed(line)
     assert {m["MetricName"]: m["Value"] for m in collector.final()} == {"loss": 0.25, "map": 0.31}
+
+
+def test_the_concurrent_job_quota_is_resource_limit_exceeded(tmp_path, monkeypatch):
+    from local_aws.sagemaker.backend import SageMakerBackend
+    from local_aws.sagemaker.exceptions import ResourceLimitExceeded
+    from local_aws.settings import load_settings
+
+    monkeypatch.setenv("LOCAL_SAGEMAKER_MAX_JOBS", "0")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    settings = load_settings(home=tmp_path, base_port=1)
+    backend = SageMakerBackend(settings)
+    backend.registry.register("test/toy", REPO_ROOT / "tests" / "containers" / "toy")
+    request = {"TrainingJobName": "t", "RoleArn": "arn:aws:iam::123456789012:role/r",
+               "AlgorithmSpecification": {"TrainingImage": "123456789012.dkr.ecr.us-east-1.amazonaws.com/test/toy",
+                                          "TrainingInputMode": "File"},
+               "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+               "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}}
+    with pytest.raises(ResourceLimitExceeded, match=r"'ml\.m5\.large for training job usage' is 0 Instances"):
+        backend.dispatch("CreateTrainingJob", request)
+    with pytest.raises(ValidationException, match="Requested resource not found"):
+        backend.dispatch("DescribeTrainingJob", {"TrainingJobName": "t"})  # nothing was created
