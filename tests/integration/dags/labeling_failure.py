@@ -18,5 +18,6 @@ REQUEST = labeling_job_request(
     workteam_arn=CONFIG.workteam_arn, label_attribute="boxes", workers=1, kms_key=None)
 
 with DAG("labeling_failure", schedule=None, start_date=pendulum.datetime(2026, 1, 1), catchup=False) as dag:
-    SageMakerLabelingOperator(task_id="label", config=REQUEST, check_interval=1)
-    SageMakerLabelingJobSensor(task_id="sensor", job_name=f"broken-{RUN}", poke_interval=1)
+    label = SageMakerLabelingOperator(task_id="label", config=REQUEST, check_interval=1)
+    label >> SageMakerLabelingJobSensor(task_id="sensor", job_name=f"broken-{RUN}", poke_interval=1,
+                                        trigger_rule="all_done")
