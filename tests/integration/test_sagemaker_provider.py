@@ -47,3 +47,20 @@ def test_a_failed_labeling_job_fails_the_task_with_its_reason(airflow_env, aws):
     assert states == {"label": "failed", "sensor": "failed"}, output[-4000:]
     assert "SageMaker resource failed because ClientError: cannot read the label category configuration" in output
     assert "Sagemaker labeling job failed for the following reason:" in output
+
+
+def test_promotion_operator_approves_first_and_better_and_rejects_weaker(airflow_env, aws):
+    states, output = dag_test(airflow_env, "promotion_rule", aws)
+    assert set(states.values()) == {"success"}, output[-5000:]
+    sm = aws("sagemaker")
+    group = next(g["ModelPackageGroupName"] for g in sm.list_model_package_groups(
+        NameContains="promotion-", SortBy="CreationTime", SortOrder="Descending")["ModelPackageGroupSummaryList"])
+    packages = sorted(sm.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"],
+                      key=lambda p: p["ModelPackageVersion"])
+    assert [p["ModelApprovalStatus"] for p in packages] == ["Approved", "Approved", "Rejected"]
+    weaker = sm.describe_model_package(ModelPackageName=packages[2]["ModelPackageArn"])
+    assert "below the floor" in weaker["ApprovalDescription"] or "does not beat" in weaker["ApprovalDescription"]
+    first = sm.describe_model_package(ModelPackageName=packages[0]["ModelPackageArn"])
+    assert "no champion yet" in first["ApprovalDescription"]
+    better = sm.describe_model_package(ModelPackageName=packages[1]["ModelPackageArn"])
+    assert "beats the champion" in better["ApprovalDescription"]

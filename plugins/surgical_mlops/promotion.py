@@ -1,0 +1,92 @@
+"""The mAP promotion rule as an operator: approve or reject a model package version against the champion.
+
+Provider style, on ``SageMakerHook``: the operator reads the candidate's evaluation (per-image detections on the
+held-out test set), finds the champion (the group's latest Approved version) and its evaluation **on the same test
+set**, applies ``include.promotion.promotion_decision``, and writes the outcome where people look: the package's
+``ModelApprovalStatus`` and ``ApprovalDescription`` (with the figures), a ``promotion.json`` next to the candidate's
+evaluation, and the task's XCom. The maths lives in ``include/promotion.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.operators.sagemaker import SageMakerBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+class MapPromotionOperator(SageMakerBaseOperator):
+    """
+    Approve a model package version only if the mAP promotion rule says it beats the champion.
+
+    :param model_package_arn: the candidate version (templated)
+    :param evaluation_uri: S3 URI of the candidate's ``evaluation.json`` (templated)
+    :param champion_evaluation_uri: S3 URI of the champion's evaluation on the candidate's test set, when the
+        champion's own evaluation used another test set (templated; a re-evaluation step produces it)
+    :param floor_map50: minimum mAP@0.5; :param max_class_regression: per-class AP@0.5 tolerance;
+    :param confidence: bootstrap confidence level; :param resamples: bootstrap resamples;
+    :param unit: ``video`` or ``frame`` (what the bootstrap resamples); :param seed: bootstrap seed
+    """
+
+    template_fields: Sequence[str] = aws_template_fields(
+        "model_package_arn", "evaluation_uri", "champion_evaluation_uri")
+
+    def __init__(self, *, model_package_arn: str, evaluation_uri: str, champion_evaluation_uri: str | None = None,
+                 floor_map50: float = 0.8, max_class_regression: float = 0.05, confidence: float = 0.95,
+                 resamples: int = 1000, unit: str = "video", seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(config={}, **kwargs)
+        self.model_package_arn = model_package_arn
+        self.evaluation_uri = evaluation_uri
+        self.champion_evaluation_uri = champion_evaluation_uri
+        self.policy_args = {"floor_map50": floor_map50, "max_class_regression": max_class_regression,
+                            "confidence": confidence, "resamples": resamples, "unit": unit, "seed": seed}
+
+    def _read_json(self, uri: str) -> dict:
+        bucket, key = _split(uri)
+        return json.loads(S3Hook(aws_conn_id=self.aws_conn_id).read_key(key, bucket))
+
+    def champion(self, group: str) -> dict | None:
+        """The latest Approved version of the group other than the candidate."""
+        response = self.hook.conn.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
+                                                      SortBy="CreationTime", SortOrder="Descending", MaxResults=10)
+        for summary in response["ModelPackageSummaryList"]:
+            if summary["ModelPackageArn"] != self.model_package_arn:
+                return self.hook.conn.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+        return None
+
+    def execute(self, context: Any) -> dict:
+        from include.promotion import PromotionPolicy, promotion_decision
+
+        candidate_package = self.hook.conn.describe_model_package(ModelPackageName=self.model_package_arn)
+        candidate = self._read_json(self.evaluation_uri)
+        champion_package = self.champion(candidate_package["ModelPackageGroupName"])
+        champion_eval = None
+        if champion_package is not None:
+            uri = self.champion_evaluation_uri or champion_package["ModelMetrics"]["ModelQuality"]["Statistics"][
+                "S3Uri"]
+            champion_eval = self._read_json(uri)
+            self.log.info("champion: %s (evaluation %s)", champion_package["ModelPackageArn"], uri)
+        else:
+            self.log.info("no Approved version in %s yet: the floor alone decides",
+                          candidate_package["ModelPackageGroupName"])
+        decision = promotion_decision(candidate["per_image"], champion_eval["per_image"] if champion_eval else None,
+                                      candidate["classes"], PromotionPolicy(**self.policy_args))
+        record = {"model_package_arn": self.model_package_arn,
+                  "champion_package_arn": champion_package["ModelPackageArn"] if champion_package else None,
+                  "dataset_version": candidate.get("dataset_version"), **decision.to_dict()}
+        bucket, key = _split(self.evaluation_uri)
+        S3Hook(aws_conn_id=self.aws_conn_id).load_string(json.dumps(record, indent=2), key.rsplit("/", 1)[0] +
+                                                         "/promotion.json", bucket, replace=True)
+        status = "Approved" if decision.approved else "Rejected"
+        self.hook.conn.update_model_package(ModelPackageArn=self.model_package_arn, ModelApprovalStatus=status,
+                                           ApprovalDescription=decision.summary[:1024])
+        self.log.info("%s %s: %s", self.model_package_arn, status, json.dumps(decision.figures, indent=2))
+        return record
