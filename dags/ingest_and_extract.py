@@ -48,6 +48,7 @@ with DAG(
             task_id="wait_for_videos",
             sqs_queue="{{ pipeline().queue_url(pipeline().video_queue) }}",
             max_messages=CONFIG.sqs_batch_size,
+            num_batches=3,  # SQS may return fewer messages than asked: up to 3 receives fill the batch
             wait_time_seconds=10,
             delete_message_on_reception=False,  # deleted only once the frames are written
             mode="reschedule",

@@ -9,6 +9,7 @@ other process is a clear error.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import signal
 import socket
@@ -89,12 +90,25 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
+def code_fingerprint() -> str:
+    """Hash of the stack's own code: a running service started from other code is restarted by 'up'."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "local_aws").rglob("*.py")):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _start(settings: StackSettings, service: Service) -> int:
     pid_file = _pid_file(settings, service)
+    code_file = pid_file.with_suffix(".code")
     pid = _read_pid(pid_file)
-    if _alive(pid) and _healthy(settings.host, service):
+    stale = not code_file.exists() or code_file.read_text() != code_fingerprint()
+    if _alive(pid) and _healthy(settings.host, service) and not stale:
         print(f"  {service.name:<10} already running (pid {pid}) on {service.health_url(settings.host)}")
         return pid  # type: ignore[return-value]
+    if _alive(pid) and stale:
+        print(f"  {service.name:<10} runs older code (pid {pid}): restarting it")
+        _stop(settings, service)
     if _alive(pid):
         raise StackError(f"{service.name} (pid {pid}) is running but not healthy; run 'make down' and retry")
     if not _port_free(settings.host, service.port):
@@ -118,6 +132,7 @@ def _start(settings: StackSettings, service: Service) -> int:
             start_new_session=True,  # its own process group: 'down' stops it and every child
         )
     pid_file.write_text(str(proc.pid))
+    code_file.write_text(code_fingerprint())
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -144,6 +159,7 @@ def _stop(settings: StackSettings, service: Service) -> None:
             os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
         print(f"  {service.name:<10} stopped (pid {pid})")
     pid_file.unlink(missing_ok=True)
+    pid_file.with_suffix(".code").unlink(missing_ok=True)
 
 
 def write_env_file(settings: StackSettings) -> Path:

@@ -71,43 +71,16 @@ def toy_image(local_stack: StackSettings) -> str:
 @pytest.fixture(scope="session")
 def airflow_home(local_stack: StackSettings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of an Airflow process using the test stack (a migrated SQLite metadata DB of its own)."""
-    import subprocess
-    import sys
+    from local_aws.airflow_local import airflow_environment
 
-    from local_aws.settings import REPO_ROOT
-
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {**os.environ, **local_stack.aws_environment(),
-           "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           # aws_default carries no endpoint: clients find the local stack through AWS_ENDPOINT_URL_*.
-           "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws"}', "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
-                   capture_output=True)
-    return env
+    return airflow_environment(local_stack, tmp_path_factory.mktemp("airflow-home"))
 
 
 def run_dag_test(env: dict[str, str], dags_folder: Path, module: str, conf: dict | None = None,
                  timeout: float = 600) -> tuple[dict[str, str], str]:
-    """``dag.test()`` of ``module``'s ``dag`` in a fresh process; returns {task_id[map_index]: state} and the log."""
-    import json
-    import re
-    import subprocess
-    import sys
+    """``dag.test()`` of ``module``'s ``dag`` in a fresh process; fails the test when no task ran."""
+    from local_aws.airflow_local import dag_test
 
-    from local_aws.settings import REPO_ROOT
-
-    script = (f"import json\nfrom {module} import dag\n"
-              f"run = dag.test(run_conf=json.loads({json.dumps(json.dumps(conf or {}))}))\n"
-              "for ti in run.get_task_instances():\n"
-              "    suffix = f'[{ti.map_index}]' if ti.map_index >= 0 else ''\n"
-              "    print(f'TASK {ti.task_id}{suffix} {ti.state}')\n")
-    # The DAGs folder is on sys.path, as on MWAA and in the DAG processor.
-    path = os.pathsep.join([str(dags_folder), str(REPO_ROOT / "plugins"), env.get("PYTHONPATH", str(REPO_ROOT))])
-    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=timeout, env={**env, "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
-                                                  "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-                                                  "PYTHONPATH": path})
-    output = result.stdout + result.stderr
-    states = dict(re.findall(r"^TASK (\S+) (\S+)$", result.stdout, flags=re.M))
+    states, output = dag_test(env, module, conf, dags_folder, timeout)
     assert states, output[-6000:]
     return states, output

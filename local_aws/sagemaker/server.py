@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -25,7 +27,12 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from local_aws.sagemaker.backend import SageMakerBackend
-from local_aws.sagemaker.exceptions import SageMakerError, UnknownOperation, ValidationException
+from local_aws.sagemaker.exceptions import (
+    SageMakerError,
+    ThrottlingException,
+    UnknownOperation,
+    ValidationException,
+)
 from local_aws.sagemaker.validation import service_model, validate
 from local_aws.settings import load_settings
 
@@ -39,9 +46,31 @@ def _error(exc: SageMakerError, rest: bool = False) -> Response:
                     "application/json", headers=headers)
 
 
+class RateLimiter:
+    """Token bucket per operation, as AWS throttles the control plane (``LOCAL_SAGEMAKER_RATE_LIMIT`` calls/s;
+    0, the default, turns it off)."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate, self.burst = rate, burst or max(1.0, rate)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, operation: str, now: float | None = None) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tokens, last = self._buckets.get(operation, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            allowed = tokens >= 1.0
+            self._buckets[operation] = (tokens - 1.0 if allowed else tokens, now)
+            return allowed
+
+
 class SageMakerApp:
     def __init__(self, backend: SageMakerBackend) -> None:
         self.backend = backend
+        self.limiter = RateLimiter(float(os.environ.get("LOCAL_SAGEMAKER_RATE_LIMIT", "0")))
         self.model = service_model("sagemaker")
         try:
             self.runtime_model = service_model("sagemaker-runtime")
@@ -77,6 +106,8 @@ class SageMakerApp:
                 body = json.loads(request.get_data() or b"{}")
             except json.JSONDecodeError as exc:
                 raise ValidationException(f"The request body is not valid JSON: {exc}") from exc
+            if not self.limiter.allow(operation):
+                raise ThrottlingException("Rate exceeded")
             validate(self.model.operation_model(operation), body)
             result = self.backend.dispatch(operation, body)
         except SageMakerError as exc:

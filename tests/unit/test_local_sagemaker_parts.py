@@ -121,3 +121,20 @@ def test_the_concurrent_job_quota_is_resource_limit_exceeded(tmp_path, monkeypat
         backend.dispatch("CreateTrainingJob", request)
     with pytest.raises(ValidationException, match="Requested resource not found"):
         backend.dispatch("DescribeTrainingJob", {"TrainingJobName": "t"})  # nothing was created
+
+
+def test_throttling_is_a_token_bucket_per_operation():
+    from local_aws.sagemaker.server import RateLimiter
+
+    limiter = RateLimiter(rate=2.0, burst=2.0)
+    assert [limiter.allow("DescribeTrainingJob", now=0.0) for _ in range(3)] == [True, True, False]
+    assert limiter.allow("ListTrainingJobs", now=0.0)  # another operation has its own bucket
+    assert limiter.allow("DescribeTrainingJob", now=0.5)  # one token back after 1 / rate seconds
+    assert RateLimiter(rate=0).allow("anything")
+
+
+def test_throttling_exception_has_aws_shape():
+    from local_aws.sagemaker.exceptions import ThrottlingException
+
+    error = ThrottlingException("Rate exceeded")
+    assert error.status == 400 and error.body() == {"__type": "ThrottlingException", "message": "Rate exceeded"}
