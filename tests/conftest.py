@@ -22,6 +22,20 @@ os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / "surgica
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 
+@pytest.fixture
+def in_process_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto in this process (no server): fast unit tests of code that calls AWS through boto3."""
+    from moto import mock_aws
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    for name in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name)
+    with mock_aws():
+        yield
+
+
 def free_port(count: int = 4) -> int:
     """A base port with ``count`` free ports from it (the stack's services take consecutive ports)."""
     rng = random.Random()

@@ -8,7 +8,6 @@ import boto3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from include import ingest
 from include.config import build_config
@@ -78,17 +77,12 @@ def test_processing_request_is_valid_for_sagemaker_and_secure():
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3")
-        for bucket in ("raw", CONFIG.frames_bucket):
-            client.create_bucket(Bucket=bucket)
-            client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-        yield client
+def s3(in_process_aws):
+    client = boto3.client("s3")
+    for bucket in ("raw", CONFIG.frames_bucket):
+        client.create_bucket(Bucket=bucket)
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return client
 
 
 def test_frames_done_only_for_the_same_config(s3):

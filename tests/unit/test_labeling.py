@@ -8,7 +8,6 @@ import boto3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from include.config import build_config
 from include.labeling import dataset as datasets
@@ -98,15 +97,10 @@ def test_splits_are_by_video_and_stable_when_videos_arrive(old, new):
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    with mock_aws():
-        client = boto3.client("s3")
-        client.create_bucket(Bucket="annotations")
-        yield client
+def s3(in_process_aws):
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="annotations")
+    return client
 
 
 def test_publishing_twice_is_one_version_and_a_change_is_a_child(s3):

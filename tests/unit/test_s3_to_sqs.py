@@ -9,7 +9,6 @@ import boto3
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from include.lambdas import s3_to_sqs
 from include.lambdas.s3_to_sqs import Settings, classify, handler, parse_record, video_id_for
@@ -19,25 +18,19 @@ SETTINGS = Settings({"QUEUE_URL": "unused", "IDEMPOTENCY_TABLE": "unused"})
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    for name in ("AWS_ENDPOINT_URL",):
-        monkeypatch.delenv(name, raising=False)
+def env(in_process_aws, monkeypatch: pytest.MonkeyPatch) -> Any:
     s3_to_sqs._client.cache_clear()
-    with mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        url = boto3.client("sqs").create_queue(QueueName="q")["QueueUrl"]
-        boto3.client("dynamodb").create_table(
-            TableName="idem", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
-        monkeypatch.setenv("QUEUE_URL", url)
-        monkeypatch.setenv("IDEMPOTENCY_TABLE", "idem")
-        yield {"s3": s3, "sqs": boto3.client("sqs"), "url": url}
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    url = boto3.client("sqs").create_queue(QueueName="q")["QueueUrl"]
+    boto3.client("dynamodb").create_table(
+        TableName="idem", BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    monkeypatch.setenv("QUEUE_URL", url)
+    monkeypatch.setenv("IDEMPOTENCY_TABLE", "idem")
+    yield {"s3": s3, "sqs": boto3.client("sqs"), "url": url}
     s3_to_sqs._client.cache_clear()
 
 
