@@ -1,0 +1,209 @@
+"""The trainer container: a 1-epoch run on a tiny generated dataset through ``entrypoint.py train``, as the local
+SageMaker runs it (the Dockerfile's ENTRYPOINT with its COPY paths mapped back to the folder, the runner's training
+environment and config files): outputs, metric lines, evaluation.json, resume, NaN and empty-dataset failures, a
+missing channel, and the TorchScript export against the PyTorch model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+pytest.importorskip("pycocotools")
+
+import cv2
+
+from include.labeling import dataset as datasets
+from include.labeling.manifest import Box, LabeledFrame
+from include.synthetic import CLASSES, make_scene, render_frame
+from local_aws.sagemaker.containers import parse_dockerfile
+from local_aws.sagemaker.runners import base_environment, training_environment
+
+FOLDER = Path(__file__).resolve().parents[2] / "containers" / "trainer"
+METRICS = {"train_loss": r"train_loss=([0-9.]+)", "val_map50": r"val_map50=([0-9.]+)",
+           "test_map50": r"test_map50=([0-9.]+)"}
+FAST = {"image_size": 96, "batch_size": 4, "epochs": 1, "warmup_steps": 2}
+EVALUATION_KEYS = {"map", "map50", "map75", "per_class", "pr_curves", "confusion_matrix", "test_images", "test_boxes",
+                   "dataset_version", "images", "score_threshold", "best_epoch", "history"}
+
+
+def _coco_eval():
+    spec = importlib.util.spec_from_file_location("trainer_coco_eval", FOLDER / "coco_eval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_dataset(root: Path, videos: int = 3, frames: int = 4, boxes: bool = True) -> tuple[Path, Path]:
+    """Synthetic frames written as the frame extractor lays them out, labeled with their true boxes, published as a
+    dataset version folder (the 5 files). Returns (dataset folder, frames channel folder)."""
+    frames_dir = root / "frames-channel"
+    labeled = []
+    for v in range(videos):
+        video_id = f"vid{v:017d}"
+        scene = make_scene(160, 96, 5.0, seed=100 + v)
+        (frames_dir / video_id).mkdir(parents=True)
+        for i in range(frames):
+            picture, truth = render_frame(scene, i * 3)
+            cv2.imwrite(str(frames_dir / video_id / f"{i:06d}.jpg"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+            labeled.append(LabeledFrame(
+                f"s3://surgical-frames-processed/frames/{video_id}/{i:06d}.jpg", 160, 96,
+                tuple(Box(b.label, b.x, b.y, b.w, b.h, 1.0) for b in truth) if boxes else ()))
+    splits = datasets.assign_splits(sorted({f.video_id for f in labeled}), {})
+    version = datasets.DatasetVersion(labeled, CLASSES, splits)
+    folder = root / "dataset" / version.version
+    folder.mkdir(parents=True)
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in version.entries))
+    for split in datasets.SPLITS:
+        (folder / f"coco_{split}.json").write_text(json.dumps(version.coco(split)))
+    (folder / "card.json").write_text(json.dumps(version.card()))
+    return folder, frames_dir
+
+
+def run_job(root: Path, channels: dict[str, Path], hyperparameters: dict, name: str = "train-test",
+            checkpoints: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    """The trainer as the local SageMaker's runner starts it; returns (process, job root)."""
+    job_root = root / name
+    for sub in ("model", "output/data", "input/config", "input/data"):
+        (job_root / sub).mkdir(parents=True, exist_ok=True)
+    for channel, source in channels.items():
+        (job_root / "input" / "data" / channel).symlink_to(source, target_is_directory=True)
+    checkpoint_dir = checkpoints or job_root / "checkpoints"
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    strings = {k: str(v) for k, v in hyperparameters.items()}
+    (job_root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(strings))
+    job = {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}",
+           "HyperParameters": strings}
+    image = parse_dockerfile("surgical-mlops/trainer", FOLDER)
+    env = base_environment(job_root, image, {})
+    env.update(training_environment(job_root, name, job, list(channels), checkpoint_dir))
+    proc = subprocess.run(image.command(None, ["train"]), cwd=image.workdir, env=env, capture_output=True, text=True,
+                          timeout=300)
+    return proc, job_root
+
+
+def failure(job_root: Path) -> str:
+    path = job_root / "output" / "failure"
+    return path.read_text().strip() if path.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_dataset(tmp_path_factory.mktemp("trainer-data"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, data: tuple[Path, Path]):
+    dataset, frames = data
+    root = tmp_path_factory.mktemp("trainer-job")
+    proc, job_root = run_job(root, {"dataset": dataset, "frames": frames}, FAST)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, job_root
+
+
+def test_a_run_writes_the_model_folder_and_metric_lines(trained):
+    proc, job_root = trained
+    model = job_root / "model"
+    for name in ("model.pt", "model.ts", "model_config.json", "evaluation.json", "report/index.html"):
+        assert (model / name).is_file(), name
+    for png in ("pr_curves.png", "ap_per_class.png", "confusion_matrix.png", "frame_1.png"):
+        assert (model / "report" / png).stat().st_size > 1000, png
+        assert f'src="{png}"' in (model / "report" / "index.html").read_text()
+    for metric, regex in METRICS.items():
+        values = [float(m.group(1)) for m in re.finditer(regex, proc.stdout)]
+        assert values, metric
+        assert all(0 <= v < 1e6 for v in values)
+    assert re.search(r"^epoch=1 train_loss=[0-9.]+ val_map50=[0-9.]+ val_map=[0-9.]+ lr=[0-9.]+ seconds=[0-9.]+$",
+                     proc.stdout, re.MULTILINE)
+    assert re.search(r"^test_map50=[0-9.]+ test_map=[0-9.]+$", proc.stdout, re.MULTILINE)
+    config = json.loads((model / "model_config.json").read_text())
+    assert [c["name"] for c in config["classes"]] == list(CLASSES)
+    assert [c["category_id"] for c in config["classes"]] == [1, 2, 3]
+    assert config["export"]["format"] == "torchscript" and config["export"]["file"] == "model.ts"
+    assert config["image_size"] == 96 and 0 <= config["score_threshold"] < 1
+    # evaluation.json: in the model folder and in the output data folder
+    evaluation = json.loads((model / "evaluation.json").read_text())
+    assert json.loads((job_root / "output" / "data" / "evaluation.json").read_text()) == evaluation
+    assert EVALUATION_KEYS <= set(evaluation)
+    test = json.loads((next((job_root / "input" / "data" / "dataset").glob("coco_test.json"))).read_text())
+    assert evaluation["test_images"] == len(test["images"]) and evaluation["test_boxes"] == len(test["annotations"])
+    card = json.loads((job_root / "input" / "data" / "dataset" / "card.json").read_text())
+    assert evaluation["dataset_version"] == card["version"]
+    for name in CLASSES:
+        entry = evaluation["per_class"][name]
+        assert {"ap", "ap50", "ap75", "gt_boxes"} <= set(entry)
+        curve = evaluation["pr_curves"][name]
+        assert len(curve["recall"]) == 101 and curve["recall"][1] == 0.01
+        assert curve["precision"] is None or len(curve["precision"]) == 101
+    assert len(evaluation["images"]) == len(test["images"])
+    for image in evaluation["images"]:
+        assert image["video_id"] and set(image["counts"]) == set(CLASSES)
+        for d in image["detections"]:
+            assert {"category", "bbox", "score", "tp50"} <= set(d)
+    matrix = evaluation["confusion_matrix"]
+    assert matrix["labels"] == [*CLASSES, "background"] and len(matrix["matrix"]) == 4
+
+
+def test_ap50_recomputed_from_the_per_frame_records_equals_pycocotools(trained):
+    _, job_root = trained
+    evaluation = json.loads((job_root / "model" / "evaluation.json").read_text())
+    recomputed = _coco_eval().ap50_from_images(evaluation["images"], list(CLASSES))
+    assert recomputed["map50"] == pytest.approx(evaluation["map50"], abs=1e-5)
+
+
+def test_the_export_predicts_what_the_pytorch_model_predicts(trained, data):
+    _, job_root = trained
+    image = next(data[1].glob("*/000000.jpg"))
+    proc = subprocess.run([sys.executable, str(FOLDER / "export.py"), "check", "--model-dir", str(job_root / "model"),
+                           "--image", str(image)], capture_output=True, text=True, timeout=120, cwd=FOLDER)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["detections"] == result["export_detections"]
+    assert result["labels_equal"]
+    assert result["max_box_diff"] <= 1e-3 and result["max_score_diff"] <= 1e-4
+
+
+def test_a_second_job_resumes_from_the_checkpoint(tmp_path, trained, data):
+    _, first_root = trained
+    dataset, frames = data
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    for path in (first_root / "checkpoints").iterdir():  # what CheckpointConfig restores from S3
+        (checkpoints / path.name).write_bytes(path.read_bytes())
+    proc, job_root = run_job(tmp_path, {"dataset": dataset, "frames": frames}, {**FAST, "epochs": 2},
+                             checkpoints=checkpoints)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "resumed from epoch 1" in proc.stdout
+    assert not re.search(r"^epoch=1 ", proc.stdout, re.MULTILINE)
+    assert re.search(r"^epoch=2 ", proc.stdout, re.MULTILINE)
+    assert json.loads((job_root / "model" / "evaluation.json").read_text())["epochs_run"] == 2
+
+
+def test_a_nan_loss_stops_the_job_with_the_reason(tmp_path, data):
+    dataset, frames = data
+    proc, job_root = run_job(tmp_path, {"dataset": dataset, "frames": frames},
+                             {**FAST, "lr": 1e9, "batch_size": 2, "epochs": 3})
+    assert proc.returncode == 1
+    reason = failure(job_root)
+    assert re.fullmatch(r"NaN loss at epoch \d+ step \d+: lower the learning rate \(lr=1e\+09\)", reason), reason
+    assert not (job_root / "model" / "model.pt").exists()
+
+
+def test_an_empty_dataset_fails(tmp_path):
+    dataset, frames = make_dataset(tmp_path / "data", videos=3, frames=1, boxes=False)
+    proc, job_root = run_job(tmp_path, {"dataset": dataset, "frames": frames}, FAST)
+    assert proc.returncode == 1
+    assert failure(job_root).startswith("empty dataset: coco_train.json has no boxes")
+
+
+def test_a_missing_channel_is_named(tmp_path, data):
+    proc, job_root = run_job(tmp_path, {"dataset": data[0]}, FAST)
+    assert proc.returncode == 1
+    assert failure(job_root).startswith("missing channel: frames")
