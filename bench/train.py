@@ -43,6 +43,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.extract import load_extractor  # noqa: E402 - the extract bench's loader of the container code
 from include.config import PipelineConfig  # noqa: E402
 from include.labeling import dataset as datasets  # noqa: E402
 from include.labeling.manifest import Box as LabelBox  # noqa: E402
@@ -51,7 +52,6 @@ from include.lambdas.s3_to_sqs import video_id_for  # noqa: E402
 from include.synthetic import generate_batch, load_truth  # noqa: E402
 from local_aws.sagemaker import labeling as workforce_sim  # noqa: E402
 
-EXTRACTOR = REPO / "containers" / "frame_extractor" / "extract.py"
 ENTRYPOINT = REPO / "containers" / "trainer" / "entrypoint.py"
 CACHE = REPO / ".local" / "bench" / "train"
 SEED = 7
@@ -63,14 +63,6 @@ TEST_LINE = re.compile(r"test_map50=([0-9.]+) test_map=([0-9.]+)")
 
 
 # -- the data set, as the pipeline makes it ------------------------------------------------------------------------
-def load_extractor():
-    spec = importlib.util.spec_from_file_location("frame_extractor_extract", EXTRACTOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 class FolderBucket:
     """The two S3 calls ``datasets.publish`` makes, against a folder (the bucket)."""
 
