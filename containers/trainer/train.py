@@ -426,10 +426,11 @@ def write_outputs(paths: Paths, hp: Hyperparameters, cats: list[Category], card:
     torch.save(model.state_dict(), paths.model / "model.pt")
     first_test = samples["test"][0]
     example = export.read_image(_frame_of(paths, first_test.file_name))
+    exporting = time.monotonic()
     described = export.export(model, paths.model, example)
     check = export.compare(model, export.load_export_file(paths.model / described["file"], described["format"]),
                            example)
-    log(f"export {described['format']} ({described['file']}): {check}")
+    log(f"export {described['format']} ({described['file']}) in {time.monotonic() - exporting:.1f} s: {check}")
     classes = [{"name": c.name, "category_id": c.id, "label": c.label} for c in cats]
     config = {
         "schema": "surgical-mlops/model-config/v1", "model": hp.model, "model_kwargs": kwargs,
@@ -456,7 +457,9 @@ def write_outputs(paths: Paths, hp: Hyperparameters, cats: list[Category], card:
     paths.output_data.mkdir(parents=True, exist_ok=True)
     (paths.output_data / "evaluation.json").write_text(json.dumps(evaluation, indent=1))
     frames = {s.image_id: _frame_of(paths, s.file_name) for s in samples["test"]}
+    reporting = time.monotonic()
     report.write_report(paths.model / "report", evaluation, coco["test"], test_detections, frames, config)
+    log(f"report written in {time.monotonic() - reporting:.1f} s")
     return sorted(p.name for p in paths.model.iterdir())
 
 
