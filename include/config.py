@@ -56,12 +56,23 @@ class PipelineConfig:
     workteam_name: str = "surgical-annotators"
     labeling_workers: int = 3
     review_confidence_threshold: float = 0.6  # a frame with a box below this goes through the review job
-    # Training / deploy
+    # Training: the trainer's hyperparameters (containers/trainer/README.md) over its defaults; a run's params win.
     training_instance_type: str = "ml.g4dn.xlarge"
+    training_hyperparameters: Mapping[str, Any] = field(
+        default_factory=lambda: {"epochs": 10, "max_train_seconds": 170})
+    training_max_runtime_s: int = 4 * 3600
+    evaluation_instance_type: str = "ml.c5.xlarge"
+    model_package_group: str = "surgical-detector"
+    # HPO (the DAG's hpo param): SageMaker tuning over these ranges, Bayesian on AWS, random locally
+    tuning_max_jobs: int = 4
+    tuning_max_parallel_jobs: int = 2
     inference_instance_type: str = "ml.m5.large"
-    # Gates
-    min_map_50_95: float = 0.30
-    promotion_min_improvement: float = 0.01
+    # Gates: the mAP promotion rule (include/promotion.py)
+    promotion_floor_map50: float = 0.8
+    promotion_max_class_regression: float = 0.05
+    promotion_confidence: float = 0.95
+    promotion_resamples: int = 1000
+    promotion_unit: str = "video"
     drift_psi_threshold: float = 0.2
     # Security: KMS key alias for SageMaker volumes/outputs; None lets the service use its default key.
     kms_key_alias: str | None = "alias/surgical-mlops"

@@ -170,6 +170,29 @@ def difference_interval(candidate: MatchedImages, champion: MatchedImages,
     return float(low), float(high)
 
 
+def evaluation_records(evaluation: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """(per-image records, class names) of an evaluation document.
+
+    Two producers: the trainer's ``evaluation.json`` (``images`` with ``file_name``, ``ground_truth`` and
+    ``detections``; classes in ``per_class``) and a plain ``per_image`` list with ``classes``. Images are keyed by
+    ``file_name`` where there is one: COCO image ids are numbered per dataset version, file names are not, so two
+    evaluations of the same test frames line up whichever version numbered them.
+    """
+    if "per_image" in evaluation:
+        return list(evaluation["per_image"]), list(evaluation["classes"])
+    if "images" not in evaluation:
+        raise ValueError("evaluation has neither 'images' (trainer) nor 'per_image' records")
+    records = []
+    for image in evaluation["images"]:
+        if "ground_truth" not in image:
+            raise ValueError(f"evaluation image {image.get('file_name')} has no 'ground_truth' boxes: produced by "
+                             f"an older trainer, re-evaluate the model")
+        records.append({"image_id": image.get("file_name", image["image_id"]), "video_id": image["video_id"],
+                        "ground_truth": image["ground_truth"], "detections": image["detections"]})
+    classes = list(evaluation.get("classes") or evaluation["per_class"])
+    return records, classes
+
+
 def promotion_decision(candidate: Iterable[dict[str, Any]], champion: Iterable[dict[str, Any]] | None,
                        classes: Sequence[str], policy: PromotionPolicy | None = None) -> Decision:
     """Approve or reject the candidate, with every figure the decision used."""

@@ -103,7 +103,8 @@ def _mean_valid(values: np.ndarray) -> float | None:
 
 def _per_image(gt: dict[str, Any], dets: list[dict[str, Any]], evaluator: COCOeval | None, names: dict[int, str],
                score_threshold: float) -> list[dict[str, Any]]:
-    """Per test image: video, true boxes per class, detections with score and tp50, counts at the threshold."""
+    """Per test image: video, true boxes (count per class and the boxes: the promotion rule re-matches them),
+    detections with score and tp50, counts at the threshold."""
     matched: dict[int, bool] = {}  # detection id in coco_dt -> matched at IoU 0.5
     det_of_id: dict[int, dict[str, Any]] = {}
     if evaluator is not None:
@@ -116,12 +117,15 @@ def _per_image(gt: dict[str, Any], dets: list[dict[str, Any]], evaluator: COCOev
                 if not ignored:
                     matched[int(det_id)] = bool(match > 0)
     gt_by_image: dict[int, dict[str, int]] = {}
+    boxes_by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in gt["annotations"]:
         if not ann.get("iscrowd", 0):
             per = gt_by_image.setdefault(int(ann["image_id"]), {})
             name = names.get(int(ann["category_id"]))
             if name is not None:
                 per[name] = per.get(name, 0) + 1
+                boxes_by_image.setdefault(int(ann["image_id"]), []).append(
+                    {"category": name, "bbox": [round(float(v), 1) for v in ann["bbox"]]})
     dets_by_image: dict[int, list[dict[str, Any]]] = {}
     for det_id, ann in det_of_id.items():
         if det_id in matched:  # beyond COCO's 100 per image and class: not evaluated
@@ -141,7 +145,8 @@ def _per_image(gt: dict[str, Any], dets: list[dict[str, Any]], evaluator: COCOev
             counts[name] = {"tp": tp, "fp": len(above) - tp, "fn": truth.get(name, 0) - tp}
         images.append({"image_id": image_id, "file_name": info["file_name"],
                        "video_id": str(info.get("video_id") or info["file_name"].split("/")[-2]),
-                       "gt": truth, "counts": counts, "detections": found})
+                       "gt": truth, "ground_truth": boxes_by_image.get(image_id, []), "counts": counts,
+                       "detections": found})
     return images
 
 

@@ -1,10 +1,11 @@
-"""SageMaker Training entrypoint of the trainer: ``python /opt/program/entrypoint.py train``.
+"""Entrypoint of the trainer: ``python /opt/program/entrypoint.py train`` (SageMaker Training) or
+``... evaluate [options]`` (a SageMaker Processing job scoring a model on a test split: see ``evaluate.py``).
 
 SageMaker starts a training image with the argument ``train``. Exit 0 with the model folder written (see
 ``train.py``); exit 1 with the reason in ``$SM_OUTPUT_DIR/failure`` (SageMaker's ``FailureReason``): a missing channel,
-an empty dataset, a NaN loss, bad hyperparameters; exit 2 for a command other than ``train``. SIGTERM (StopTrainingJob,
-MaxRuntimeInSeconds) ends the job at once: the checkpoint of the last finished epoch is in ``$SM_CHECKPOINT_DIR``, and
-the next job with the same checkpoint location resumes from it.
+an empty dataset, a NaN loss, bad hyperparameters; exit 2 for a command other than ``train`` or ``evaluate``.
+SIGTERM (StopTrainingJob, MaxRuntimeInSeconds) ends the job at once: the checkpoint of the last finished epoch is in
+``$SM_CHECKPOINT_DIR``, and the next job with the same checkpoint location resumes from it.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] != ["train"]:
-        return fail(f"bad arguments: expected 'train', got {' '.join(argv) or 'nothing'}", code=2)
+    if argv[:1] not in (["train"], ["evaluate"]):
+        return fail(f"bad arguments: expected 'train' or 'evaluate', got {' '.join(argv) or 'nothing'}", code=2)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        import train  # torch takes a second to import: after the argument check
+        if argv[0] == "evaluate":
+            import evaluate
 
-        train.run()
+            evaluate.run(argv[1:])
+        else:
+            import train  # torch takes a second to import: after the argument check
+
+            train.run()
     except ImportError as exc:
         return fail(f"internal error: {exc}")
     except Exception as exc:

@@ -37,17 +37,26 @@ class MapPromotionOperator(SageMakerBaseOperator):
     """
 
     template_fields: Sequence[str] = aws_template_fields(
-        "model_package_arn", "evaluation_uri", "champion_evaluation_uri")
+        "model_package_arn", "evaluation_uri", "champion_evaluation_uri", "floor_map50", "max_class_regression",
+        "confidence", "resamples", "unit")
 
     def __init__(self, *, model_package_arn: str, evaluation_uri: str, champion_evaluation_uri: str | None = None,
-                 floor_map50: float = 0.8, max_class_regression: float = 0.05, confidence: float = 0.95,
-                 resamples: int = 1000, unit: str = "video", seed: int = 0, **kwargs: Any) -> None:
+                 floor_map50: float | str = 0.8, max_class_regression: float | str = 0.05,
+                 confidence: float | str = 0.95, resamples: int | str = 1000, unit: str = "video", seed: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(config={}, **kwargs)
         self.model_package_arn = model_package_arn
         self.evaluation_uri = evaluation_uri
         self.champion_evaluation_uri = champion_evaluation_uri
-        self.policy_args = {"floor_map50": floor_map50, "max_class_regression": max_class_regression,
-                            "confidence": confidence, "resamples": resamples, "unit": unit, "seed": seed}
+        self.floor_map50, self.max_class_regression = floor_map50, max_class_regression
+        self.confidence, self.resamples, self.unit, self.seed = confidence, resamples, unit, seed
+
+    @property
+    def policy_args(self) -> dict[str, Any]:
+        """The policy, typed (templated values arrive as strings)."""
+        return {"floor_map50": float(self.floor_map50), "max_class_regression": float(self.max_class_regression),
+                "confidence": float(self.confidence), "resamples": int(self.resamples), "unit": str(self.unit),
+                "seed": int(self.seed)}
 
     def _read_json(self, uri: str) -> dict:
         bucket, key = _split(uri)
@@ -63,22 +72,28 @@ class MapPromotionOperator(SageMakerBaseOperator):
         return None
 
     def execute(self, context: Any) -> dict:
-        from include.promotion import PromotionPolicy, promotion_decision
+        from include.promotion import PromotionPolicy, evaluation_records, promotion_decision
 
         candidate_package = self.hook.conn.describe_model_package(ModelPackageName=self.model_package_arn)
+        if candidate_package["ModelApprovalStatus"] != "PendingManualApproval":
+            # A re-run after the decision was made: report it, do not decide twice (a second bootstrap could
+            # flip a borderline decision, and an Approved champion must not be demoted by its own re-run).
+            return self._recorded(candidate_package)
         candidate = self._read_json(self.evaluation_uri)
         champion_package = self.champion(candidate_package["ModelPackageGroupName"])
         champion_eval = None
         if champion_package is not None:
-            uri = self.champion_evaluation_uri or champion_package["ModelMetrics"]["ModelQuality"]["Statistics"][
-                "S3Uri"]
+            own = champion_package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+            uri = self.champion_evaluation_uri if self.champion_evaluation_uri not in (None, "", "None") else own
             champion_eval = self._read_json(uri)
             self.log.info("champion: %s (evaluation %s)", champion_package["ModelPackageArn"], uri)
         else:
             self.log.info("no Approved version in %s yet: the floor alone decides",
                           candidate_package["ModelPackageGroupName"])
-        decision = promotion_decision(candidate["per_image"], champion_eval["per_image"] if champion_eval else None,
-                                      candidate["classes"], PromotionPolicy(**self.policy_args))
+        candidate_records, classes = evaluation_records(candidate)
+        champion_records = evaluation_records(champion_eval)[0] if champion_eval else None
+        decision = promotion_decision(candidate_records, champion_records, classes,
+                                      PromotionPolicy(**self.policy_args))
         record = {"model_package_arn": self.model_package_arn,
                   "champion_package_arn": champion_package["ModelPackageArn"] if champion_package else None,
                   "dataset_version": candidate.get("dataset_version"), **decision.to_dict()}
@@ -89,4 +104,15 @@ class MapPromotionOperator(SageMakerBaseOperator):
         self.hook.conn.update_model_package(ModelPackageArn=self.model_package_arn, ModelApprovalStatus=status,
                                            ApprovalDescription=decision.summary[:1024])
         self.log.info("%s %s: %s", self.model_package_arn, status, json.dumps(decision.figures, indent=2))
+        return record
+
+    def _recorded(self, package: dict) -> dict:
+        bucket, key = _split(self.evaluation_uri)
+        path = key.rsplit("/", 1)[0] + "/promotion.json"
+        s3 = S3Hook(aws_conn_id=self.aws_conn_id)
+        record = json.loads(s3.read_key(path, bucket)) if s3.check_for_key(path, bucket) else {
+            "model_package_arn": self.model_package_arn, "approved": package["ModelApprovalStatus"] == "Approved",
+            "reasons": [package.get("ApprovalDescription", "")], "figures": {}}
+        self.log.info("%s was already %s (%s): not decided again", self.model_package_arn,
+                      package["ModelApprovalStatus"], package.get("ApprovalDescription", ""))
         return record

@@ -18,13 +18,10 @@ pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 pytest.importorskip("pycocotools")
 
-import cv2
-
-from include.labeling import dataset as datasets
-from include.labeling.manifest import Box, LabeledFrame
-from include.synthetic import CLASSES, make_scene, render_frame
+from include.synthetic import CLASSES
 from local_aws.sagemaker.containers import parse_dockerfile
 from local_aws.sagemaker.runners import base_environment, training_environment
+from tests.datasets import make_dataset
 
 FOLDER = Path(__file__).resolve().parents[2] / "containers" / "trainer"
 METRICS = {"train_loss": r"train_loss=([0-9.]+)", "val_map50": r"val_map50=([0-9.]+)",
@@ -39,32 +36,6 @@ def _coco_eval():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def make_dataset(root: Path, videos: int = 3, frames: int = 4, boxes: bool = True) -> tuple[Path, Path]:
-    """Synthetic frames written as the frame extractor lays them out, labeled with their true boxes, published as a
-    dataset version folder (the 5 files). Returns (dataset folder, frames channel folder)."""
-    frames_dir = root / "frames-channel"
-    labeled = []
-    for v in range(videos):
-        video_id = f"vid{v:017d}"
-        scene = make_scene(160, 96, 5.0, seed=100 + v)
-        (frames_dir / video_id).mkdir(parents=True)
-        for i in range(frames):
-            picture, truth = render_frame(scene, i * 3)
-            cv2.imwrite(str(frames_dir / video_id / f"{i:06d}.jpg"), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
-            labeled.append(LabeledFrame(
-                f"s3://surgical-frames-processed/frames/{video_id}/{i:06d}.jpg", 160, 96,
-                tuple(Box(b.label, b.x, b.y, b.w, b.h, 1.0) for b in truth) if boxes else ()))
-    splits = datasets.assign_splits(sorted({f.video_id for f in labeled}), {})
-    version = datasets.DatasetVersion(labeled, CLASSES, splits)
-    folder = root / "dataset" / version.version
-    folder.mkdir(parents=True)
-    (folder / "manifest.jsonl").write_text("".join(json.dumps(e, sort_keys=True) + "\n" for e in version.entries))
-    for split in datasets.SPLITS:
-        (folder / f"coco_{split}.json").write_text(json.dumps(version.coco(split)))
-    (folder / "card.json").write_text(json.dumps(version.card()))
-    return folder, frames_dir
 
 
 def run_job(root: Path, channels: dict[str, Path], hyperparameters: dict, name: str = "train-test",
@@ -207,3 +178,44 @@ def test_a_missing_channel_is_named(tmp_path, data):
     proc, job_root = run_job(tmp_path, {"dataset": data[0]}, FAST)
     assert proc.returncode == 1
     assert failure(job_root).startswith("missing channel: frames")
+
+
+def run_evaluate(root: Path, args: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
+    """``entrypoint.py evaluate`` as the local SageMaker runs a Processing job of the trainer image."""
+    image = parse_dockerfile("surgical-mlops/trainer", FOLDER)
+    env = base_environment(root, image, {})
+    proc = subprocess.run(image.command(None, ["evaluate", *args]), cwd=image.workdir, env=env,
+                          capture_output=True, text=True, timeout=120)
+    return proc, root
+
+
+def test_the_evaluate_command_rescores_a_packed_model_as_the_training_job_did(tmp_path, trained, data):
+    """The champion's re-evaluation: model.tar.gz in, the same figures and per-frame records out."""
+    import tarfile
+
+    dataset, frames = data
+    _, job_root = trained
+    model_input = tmp_path / "input" / "model"
+    model_input.mkdir(parents=True)
+    with tarfile.open(model_input / "model.tar.gz", "w:gz") as tar:
+        for path in (job_root / "model").iterdir():
+            tar.add(path, arcname=path.name)
+    proc, _ = run_evaluate(tmp_path, ["--model", str(model_input), "--dataset", str(dataset), "--frames",
+                                      str(frames), "--output", str(tmp_path / "evaluation")])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    scored = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    original = json.loads((job_root / "model" / "evaluation.json").read_text())
+    assert scored["dataset_version"] == original["dataset_version"]
+    assert scored["map50"] == pytest.approx(original["map50"], abs=1e-6)
+    assert [i["file_name"] for i in scored["images"]] == [i["file_name"] for i in original["images"]]
+    assert all("ground_truth" in i for i in scored["images"])
+    assert re.search(r"test_map50=[0-9.]+", proc.stdout)
+
+
+def test_the_evaluate_command_without_a_model_fails_with_the_reason(tmp_path, data):
+    dataset, frames = data
+    (tmp_path / "nothing").mkdir()
+    proc, _ = run_evaluate(tmp_path, ["--model", str(tmp_path / "nothing"), "--dataset", str(dataset), "--frames",
+                                      str(frames), "--output", str(tmp_path / "evaluation")])
+    assert proc.returncode == 1
+    assert "neither model_config.json nor model.tar.gz" in failure(tmp_path)

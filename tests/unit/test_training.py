@@ -1,0 +1,119 @@
+"""train_and_register's requests and records: valid against SageMaker's API model, deterministic names, encryption and
+isolation, lineage, the evaluation copied out of the job's archives, and the adapter the promotion rule reads."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+
+import boto3
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+from include import training
+from include.config import build_config
+from include.promotion import evaluation_records
+
+CONFIG = build_config("local")
+MODEL = botocore.session.get_session().get_service_model("sagemaker")
+
+
+def valid(operation: str, request: dict) -> None:
+    report = ParamValidator().validate(request, MODEL.operation_model(operation).input_shape)
+    assert not report.has_errors(), report.generate_report()
+
+
+def test_hyperparameters_are_the_configs_then_the_runs_all_strings():
+    hps = training.hyperparameters(CONFIG, {"epochs": 3, "lr": 0.01, "augment": "flip", "amp": True})
+    assert hps["epochs"] == "3" and hps["lr"] == "0.01" and hps["augment"] == "flip" and hps["amp"] == "true"
+    assert hps["max_train_seconds"] == str(CONFIG.training_hyperparameters["max_train_seconds"])
+    with pytest.raises(training.TrainingInputError, match="'lr'"):
+        training.hyperparameters(CONFIG, {"lr": [1, 2]})
+
+
+def test_job_names_are_deterministic_and_within_awss_limits():
+    hps = training.hyperparameters(CONFIG, {})
+    name = training.training_job_name("0123456789abcdef", hps)
+    assert name == training.training_job_name("0123456789abcdef", dict(hps)) and len(name) <= 63
+    assert name != training.training_job_name("0123456789abcdef", {**hps, "epochs": "2"})
+    assert len(training.training_job_name("0123456789abcdef", hps, hpo=True)) <= 32
+
+
+def test_the_requests_are_valid_encrypted_and_isolated():
+    hps = training.hyperparameters(CONFIG, {})
+    job = training.training_job_request(CONFIG, "0123456789abcdef", hps, "manual__2026", "abc123")
+    valid("CreateTrainingJob", job)
+    assert job["EnableNetworkIsolation"] and job["ResourceConfig"]["VolumeKmsKeyId"]
+    assert job["OutputDataConfig"]["KmsKeyId"]
+    assert job["CheckpointConfig"]["S3Uri"].endswith(f"{job['TrainingJobName']}/")
+    assert {t["Key"]: t["Value"] for t in job["Tags"]}["dataset_version"] == "0123456789abcdef"
+    tuning = training.tuning_job_request(CONFIG, "0123456789abcdef", hps, "manual__2026", "abc123")
+    valid("CreateHyperParameterTuningJob", tuning)
+    assert "lr" not in tuning["TrainingJobDefinition"]["StaticHyperParameters"]
+    champion = {"ModelPackageVersion": 3, "InferenceSpecification": {"Containers": [
+        {"Image": "x", "ModelDataUrl": "s3://surgical-models/training/j/output/model.tar.gz"}]}}
+    rescore = training.champion_evaluation_request(CONFIG, champion, "fedcba9876543210", "manual__2026")
+    valid("CreateProcessingJob", rescore)
+    assert rescore["NetworkConfig"]["EnableNetworkIsolation"]
+    assert rescore["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"]
+    assert rescore["AppSpecification"]["ContainerArguments"][0] == "evaluate"
+
+
+def test_the_package_extras_carry_metrics_and_lineage():
+    evaluation = {"training_job": "train-x", "model_data": "s3://surgical-models/training/train-x/output/model.tar.gz",
+                  "evaluation_uri": "s3://surgical-models/evaluations/train-x/evaluation.json", "map50": 0.91,
+                  "map": 0.6, "dataset_version": "0123456789abcdef",
+                  "report_uri": "s3://surgical-models/reports/train-x/index.html"}
+    extras = training.package_extras(CONFIG, evaluation, "manual__2026", "abc123", {"epochs": "3"})
+    request = {"ModelPackageGroupName": "surgical-detector", "ModelApprovalStatus": "PendingManualApproval", **extras}
+    valid("CreateModelPackage", request)
+    metadata = extras["CustomerMetadataProperties"]
+    assert metadata["training_job"] == "train-x" and metadata["dataset_version"] == "0123456789abcdef"
+    assert metadata["code_commit"] == "abc123" and metadata["map50"] == "0.9100"
+    assert extras["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"] == evaluation["evaluation_uri"]
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, body in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    return buffer.getvalue()
+
+
+def test_publish_evaluation_copies_it_and_the_report_out_of_the_archives(in_process_aws):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="surgical-models")
+    document = {"dataset_version": "v1", "map50": 0.5, "map": 0.3, "images": []}
+    s3.put_object(Bucket="surgical-models", Key="training/j/output/model.tar.gz",
+                  Body=_tar({"model.pt": b"w", "report/index.html": b"<html></html>", "report/pr.png": b"png"}))
+    s3.put_object(Bucket="surgical-models", Key="training/j/output/output.tar.gz",
+                  Body=_tar({"evaluation.json": json.dumps(document).encode()}))
+    job = {"TrainingJobName": "j", "TrainingJobStatus": "Completed", "FinalMetricDataList": [
+        {"MetricName": "test:map50", "Value": 0.5}],
+        "ModelArtifacts": {"S3ModelArtifacts": "s3://surgical-models/training/j/output/model.tar.gz"}}
+    result = training.publish_evaluation(s3, CONFIG, job)
+    assert result["map50"] == 0.5 and result["dataset_version"] == "v1" and result["job_metrics"]["test:map50"] == 0.5
+    assert json.loads(s3.get_object(Bucket="surgical-models", Key="evaluations/j/evaluation.json")["Body"].read()) \
+        == document
+    report = s3.get_object(Bucket="surgical-models", Key="reports/j/index.html")
+    assert report["ContentType"] == "text/html"
+    with pytest.raises(training.TrainingInputError, match="is Failed: AlgorithmError: boom"):
+        training.publish_evaluation(s3, CONFIG, {"TrainingJobName": "k", "TrainingJobStatus": "Failed",
+                                                 "FailureReason": "AlgorithmError: boom"})
+
+
+def test_the_trainers_evaluation_is_keyed_by_file_name_for_the_promotion_rule():
+    evaluation = {"per_class": {"scalpel": {}, "tumor": {}}, "images": [
+        {"image_id": 7, "file_name": "frames/v1/000001.jpg", "video_id": "v1",
+         "ground_truth": [{"category": "scalpel", "bbox": [1, 2, 3, 4]}],
+         "detections": [{"category": "scalpel", "bbox": [1, 2, 3, 4], "score": 0.9, "tp50": True}]}]}
+    records, classes = evaluation_records(evaluation)
+    assert classes == ["scalpel", "tumor"]
+    assert records[0]["image_id"] == "frames/v1/000001.jpg" and records[0]["video_id"] == "v1"
+    with pytest.raises(ValueError, match="no 'ground_truth'"):
+        evaluation_records({"per_class": {}, "images": [{"image_id": 1, "file_name": "f", "video_id": "v"}]})
