@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean
+.PHONY: help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,16 +33,19 @@ down:  ## stop exactly the local stack's processes
 status: setup  ## health of each local stack process
 	$(BIN)/python -m local_aws status
 
-lint: setup  ## ruff and cfn-lint
+lint: setup  ## ruff, bandit and cfn-lint (the IAM policy linter and the secrets scanner run in the tests)
 	$(BIN)/ruff check .
+	$(BIN)/bandit -q -c pyproject.toml --severity-level high -r dags include plugins local_aws tools containers
 	$(BIN)/cfn-lint infra/*.yaml
 
-test: setup  ## set up, lint and run every test (unit, integration against the local stack, end-to-end)
-	$(BIN)/ruff check .
+test: setup lint  ## set up, lint and run every test (unit, integration against the local stack, end-to-end)
 	$(BIN)/python -m pytest
 
 test-unit: setup
-	$(BIN)/python -m pytest -m "not integration and not e2e"
+	$(BIN)/python -m pytest -m "not integration and not e2e and not bundle"
+
+mwaa-bundle: setup  ## dist/mwaa/: what MWAA syncs from S3 (dags/ with include/, flat plugins.zip, requirements.txt, startup.sh)
+	$(BIN)/python -m tools.mwaa_bundle --out dist/mwaa
 
 demo: setup  ## bring the stack up, generate surgical videos, upload them, show the pipeline working
 	$(BIN)/python -m local_aws.demo

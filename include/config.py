@@ -66,7 +66,15 @@ class PipelineConfig:
     # HPO (the DAG's hpo param): SageMaker tuning over these ranges, Bayesian on AWS, random locally
     tuning_max_jobs: int = 4
     tuning_max_parallel_jobs: int = 2
+    # Deploy: one real-time endpoint behind the API, blue/green updates, data capture for the drift monitor
     inference_instance_type: str = "ml.m5.large"
+    inference_instance_count: int = 1
+    endpoint_name: str = "surgical-detector"
+    data_capture_percent: int = 100
+    deploy_requires_approval: bool = False  # prod: a person approves in the Airflow UI before the endpoint changes
+    smoke_test_frames: int = 8
+    smoke_min_agreement: float = 0.9  # share of boxes the endpoint and the package's evaluation agree on
+    smoke_latency_budget_ms: float = 1000.0  # p95 per frame through InvokeEndpoint
     # Gates: the mAP promotion rule (include/promotion.py)
     promotion_floor_map50: float = 0.8
     promotion_max_class_regression: float = 0.05
@@ -114,6 +122,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
         env="prod",
         training_instance_type="ml.g5.xlarge",
         inference_instance_type="ml.g4dn.xlarge",
+        inference_instance_count=2,
+        deploy_requires_approval=True,
+        smoke_latency_budget_ms=200.0,
     ),
 }
 

@@ -37,6 +37,14 @@ class StackSettings:
         return f"http://{self.host}:{self.sagemaker_port}"
 
     @property
+    def api_gateway_port(self) -> int:
+        return self.base_port + 2
+
+    @property
+    def api_gateway_url(self) -> str:
+        return f"http://{self.host}:{self.api_gateway_port}"
+
+    @property
     def pid_dir(self) -> Path:
         return self.home / "pids"
 

@@ -42,6 +42,7 @@ def services(settings: StackSettings) -> list[Service]:
     return [
         Service("moto", "local_aws.moto_server", settings.moto_port, "/moto-api/config"),
         Service("sagemaker", "local_aws.sagemaker.server", settings.sagemaker_port, "/ping"),
+        Service("apigateway", "local_aws.api_gateway", settings.api_gateway_port, "/ping"),
     ]
 
 
@@ -125,6 +126,10 @@ def _start(settings: StackSettings, service: Service) -> int:
                 "PYTHONPATH": str(REPO_ROOT),
                 # The venv's tools (ffmpeg among them) are what a container image carries.
                 "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])})
+    if service.name == "apigateway":  # infra/api.yaml's function setting, until its Lambda is deployed locally
+        from include.config import build_config
+
+        env.setdefault("API_DETECT_ENDPOINT_NAME", build_config("local").endpoint_name)
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", service.module, "--port", str(service.port)],
@@ -165,6 +170,7 @@ def _stop(settings: StackSettings, service: Service) -> None:
 def write_env_file(settings: StackSettings) -> Path:
     lines = ["# Written by 'make up': point AWS clients at the local stack. Usage: source .local/aws.env"]
     lines += [f"export {key}={value}" for key, value in settings.aws_environment().items()]
+    lines.append(f"export API_GATEWAY_URL={settings.api_gateway_url}")  # POST $API_GATEWAY_URL/detect
     settings.env_file.parent.mkdir(parents=True, exist_ok=True)
     settings.env_file.write_text("\n".join(lines) + "\n")
     return settings.env_file
@@ -187,6 +193,7 @@ def up(settings: StackSettings | None = None, quiet: bool = False) -> StackSetti
     env_file = write_env_file(settings)
     bootstrap.deploy(settings)
     if not quiet:
+        print(f"  detection API: POST {settings.api_gateway_url}/detect")
         print(f"  endpoints and dummy credentials: {env_file}  (source it in a shell)")
     return settings
 

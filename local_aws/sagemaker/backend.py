@@ -353,9 +353,23 @@ class SageMakerBackend:
         containers = [request["PrimaryContainer"]] if "PrimaryContainer" in request else request.get("Containers", [])
         if not containers:
             raise ValidationException("Either PrimaryContainer or Containers must be specified.")
-        for container in containers:
-            self.registry.resolve(container["Image"])
         model = {k: copy.deepcopy(v) for k, v in request.items() if k != "Tags"}
+        resolved = [model["PrimaryContainer"]] if "PrimaryContainer" in model else model.get("Containers", [])
+        for container in resolved:
+            if container.get("ModelPackageName"):
+                # A versioned package: AWS deploys its inference container and artifact (and only once Approved).
+                package = self._package(container["ModelPackageName"])
+                if package.get("ModelApprovalStatus") != "Approved":
+                    raise ValidationException(f"Model Package {package['ModelPackageArn']} is not approved "
+                                              f"(status {package.get('ModelApprovalStatus')}).")
+                spec = package["InferenceSpecification"]["Containers"][0]
+                container.setdefault("Image", spec["Image"])
+                if spec.get("ModelDataUrl"):
+                    container.setdefault("ModelDataUrl", spec["ModelDataUrl"])
+                container["Environment"] = {**spec.get("Environment", {}), **container.get("Environment", {})}
+            if "Image" not in container:
+                raise ValidationException("Each container needs an Image or a ModelPackageName.")
+            self.registry.resolve(container["Image"])
         model.setdefault("EnableNetworkIsolation", False)
         arn = KINDS["Model"].arn(name)
         model = self.resources.create("Model", name, model, request.get("Tags"),

@@ -38,6 +38,8 @@ from local_aws.settings import load_settings
 
 log = logging.getLogger("local_aws.sagemaker.server")
 JSON_TYPE = "application/x-amz-json-1.1"
+_RUNTIME_HEADERS = {name.lower(): name for name in ("X-Amzn-SageMaker-Custom-Attributes",
+                                                    "X-Amzn-SageMaker-Target-Variant", "X-Amzn-SageMaker-Inference-Id")}
 
 
 def _error(exc: SageMakerError, rest: bool = False) -> Response:
@@ -121,7 +123,8 @@ class SageMakerApp:
         return Response(json.dumps(result), content_type=JSON_TYPE)
 
     def invoke(self, request: Request, endpoint: str) -> Response:
-        headers = {k: v for k, v in request.headers.items()}
+        # werkzeug title-cases header names (X-Amzn-Sagemaker-...): give back the spelling the runtime looks up.
+        headers = {_RUNTIME_HEADERS.get(k.lower(), k): v for k, v in request.headers.items()}
         try:
             if len(endpoint) > 63 or not endpoint:
                 raise ValidationException(f"1 validation error detected: Value '{endpoint}' at 'endpointName' "

@@ -1,0 +1,144 @@
+"""deploy end to end: approved package -> endpoint InService -> smoke test -> recorded -> an HTTP request through the
+local API gateway returns detections; an update under load drops no request; a re-run changes nothing; a broken
+model fails the deploy and the endpoint keeps serving the previous model.
+
+The packages are registered here from a real (short) training run of the trainer container, in a group of their
+own, and deployed by ARN (the DAG's param), so this module does not depend on train_and_register's test.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import tarfile
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from local_aws.settings import REPO_ROOT
+from tests.conftest import run_dag_test
+from tests.datasets import make_dataset, upload_dataset
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+GROUP = "deploy-e2e"
+MODELS = "surgical-models"
+ENDPOINT = "surgical-detector"
+INFERENCE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/surgical-mlops/inference:latest"
+
+
+def _tar(folder) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(folder.iterdir()):
+            tar.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def packages(aws, tmp_path_factory) -> dict[str, str]:
+    """Three Approved versions: v1 and v2 of a trained model, v3 with a corrupt artifact."""
+    from tests.unit.test_trainer import run_job
+
+    root = tmp_path_factory.mktemp("deploy-model")
+    dataset, frames = make_dataset(root, videos=3, frames=6, width=192, height=112, prefix="dep")
+    s3, sagemaker = aws("s3"), aws("sagemaker")
+    upload_dataset(s3, dataset, frames)
+    proc, job_root = run_job(root, {"dataset": dataset, "frames": frames},
+                             {"image_size": 96, "batch_size": 4, "epochs": 2, "warmup_steps": 2})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s3.put_object(Bucket=MODELS, Key="deploy-e2e/model.tar.gz", Body=_tar(job_root / "model"))
+    s3.put_object(Bucket=MODELS, Key="deploy-e2e/broken.tar.gz", Body=b"not a tar archive")
+    s3.put_object(Bucket=MODELS, Key="deploy-e2e/evaluation.json",
+                  Body=(job_root / "model" / "evaluation.json").read_bytes())
+    sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
+    arns = {}
+    for name, artifact in (("v1", "model"), ("v2", "model"), ("v3", "broken")):
+        arns[name] = sagemaker.create_model_package(
+            ModelPackageGroupName=GROUP, ModelApprovalStatus="Approved",
+            InferenceSpecification={"Containers": [{"Image": INFERENCE_IMAGE,
+                                                    "ModelDataUrl": f"s3://{MODELS}/deploy-e2e/{artifact}.tar.gz"}],
+                                    "SupportedContentTypes": ["image/jpeg"],
+                                    "SupportedResponseMIMETypes": ["application/json"]},
+            ModelMetrics={"ModelQuality": {"Statistics": {
+                "ContentType": "application/json", "S3Uri": f"s3://{MODELS}/deploy-e2e/evaluation.json"}}},
+        )["ModelPackageArn"]
+    arns["frame"] = next(frames.rglob("*.jpg")).read_bytes()
+    return arns
+
+
+def _deploy(airflow_home, arn: str) -> tuple[dict, str]:
+    return run_dag_test(airflow_home, REPO_ROOT / "dags", "deploy", conf={"model_package_arn": arn}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def first(airflow_home, packages):
+    return _deploy(airflow_home, packages["v1"])
+
+
+def test_an_approved_package_is_deployed_smoke_tested_recorded_and_served_through_the_api(aws, local_stack, first,
+                                                                                           packages):
+    states, output = first
+    assert states["record"] == "success", output[-8000:]
+    assert states["rollback"] == "skipped" and states["approve"] == "skipped"
+    endpoint = aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    assert endpoint["EndpointStatus"] == "InService" and "-v1-" in endpoint["EndpointConfigName"]
+    assert endpoint["DataCaptureConfig"]["EnableCapture"]
+    record = json.loads(aws("s3").get_object(Bucket=MODELS, Key=f"deployments/{ENDPOINT}/latest.json")["Body"]
+                        .read())
+    assert record["model_package_arn"] == packages["v1"] and record["smoke_test"]["passed"]
+    request = urllib.request.Request(f"{local_stack.api_gateway_url}/detect", method="POST",
+                                     data=json.dumps({"image": base64.b64encode(packages["frame"]).decode()}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    assert response.status == 200 and isinstance(answer["detections"], list), answer
+
+
+def test_an_update_under_load_drops_no_request(aws, airflow_home, first, packages):
+    runtime = aws("sagemaker-runtime")
+    outcomes = {"ok": 0, "failed": []}
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/jpeg", Body=packages["frame"])
+                outcomes["ok"] += 1
+            except Exception as exc:  # every failure counts
+                outcomes["failed"].append(repr(exc))
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        states, output = _deploy(airflow_home, packages["v2"])
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert states["record"] == "success", output[-8000:]
+    assert outcomes["failed"] == [] and outcomes["ok"] > 10, outcomes
+    assert "-v2-" in aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+
+
+def test_a_rerun_for_the_deployed_package_changes_nothing(aws, airflow_home, first, packages):
+    before = aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    states, output = _deploy(airflow_home, packages["v2"])
+    assert states["deploy.update_endpoint"] == "skipped" and states["record"] == "success", output[-6000:]
+    assert states["deploy.create_model"] == "skipped" and states["deploy.create_endpoint_config"] == "skipped"
+    assert aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"] == \
+        before["EndpointConfigName"]
+
+
+def test_a_broken_model_fails_the_deploy_and_the_previous_model_keeps_serving(aws, airflow_home, first, packages):
+    serving = aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    states, output = _deploy(airflow_home, packages["v3"])
+    assert states["rollback"] == "failed" and states.get("record") != "success", output[-6000:]
+    assert "endpoint surgical-detector still serving" in output or "rolled back to" in output
+    endpoint = aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
+    assert endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"] == serving
+    answer = aws("sagemaker-runtime").invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/jpeg",
+                                                      Body=packages["frame"])
+    assert "detections" in json.loads(answer["Body"].read())

@@ -1,0 +1,78 @@
+"""CI release steps: Lambda zips and parameter files; the MWAA bundle uploaded with its object versions."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+import yaml
+
+from local_aws.bootstrap import _load_template
+from local_aws.settings import REPO_ROOT
+from tools import ci_release
+from tools.mwaa_bundle import build
+
+
+@pytest.fixture
+def s3(in_process_aws):
+    client = boto3.client("s3", region_name="us-east-1")
+    for bucket in ("surgical-mlops-deploy-123456789012-us-east-1", "airflow-surgical-mlops-dev-123456789012"):
+        client.create_bucket(Bucket=bucket)
+        client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return client
+
+
+def _parameters(template: str) -> set[str]:
+    return set(_load_template(REPO_ROOT / "infra" / template)["Parameters"])
+
+
+def test_lambda_step_writes_a_parameter_file_per_stack(s3, tmp_path):
+    configs = ci_release.release_lambdas(s3, "surgical-mlops-deploy-123456789012-us-east-1", "dev", tmp_path)
+    for name, stack_template in [("foundation.json", "foundation.yaml"), ("platform.json", "platform.yaml"),
+                                 ("monitoring.json", "monitoring.yaml"), ("api.json", "api.yaml")]:
+        written = json.loads((tmp_path / name).read_text())
+        assert written == configs[name]
+        assert set(written["Parameters"]) <= _parameters(stack_template), name
+    keys = [configs["foundation.json"]["Parameters"]["S3ToSqsCodeKey"],
+            configs["monitoring.json"]["Parameters"]["TriggerCodeKey"]]
+    for key in keys:
+        s3.head_object(Bucket="surgical-mlops-deploy-123456789012-us-east-1", Key=key)
+    assert configs["foundation.json"]["Parameters"]["BucketSuffix"] == "-dev"
+
+
+def test_bundle_step_wires_object_versions_and_mirrors_dags(s3, tmp_path):
+    bucket = "airflow-surgical-mlops-dev-123456789012"
+    s3.put_object(Bucket=bucket, Key="dags/removed_dag.py", Body=b"old")
+    bundle = build(tmp_path / "mwaa")
+    first = ci_release.release_bundle(s3, bucket, "dev", bundle, tmp_path / "cfn")
+    parameters = first["Parameters"]
+    assert set(parameters) <= _parameters("mwaa.yaml")
+    for name, parameter in ci_release.VERSIONED_OBJECTS.items():
+        assert s3.head_object(Bucket=bucket, Key=name)["VersionId"] == parameters[parameter]
+    assert first["dags_deleted"] == ["dags/removed_dag.py"]
+    s3.head_object(Bucket=bucket, Key="dags/include/config.py")
+    # The same bundle again: same versions, so CloudFormation sees no change and MWAA is not updated.
+    again = ci_release.release_bundle(s3, bucket, "dev", bundle, tmp_path / "cfn")
+    assert again["Parameters"] == parameters
+    assert json.loads((tmp_path / "cfn" / "mwaa.json").read_text())["Parameters"] == parameters
+
+
+def test_buildspec_runs_make_test_and_builds_the_four_containers():
+    spec = yaml.safe_load((REPO_ROOT / "buildspec.yml").read_text())
+    script = "\n".join(spec["phases"]["build"]["commands"])
+    assert "bash .ci/run" in script and "containers/*/Dockerfile" in script
+    assert "tools.mwaa_bundle" in script and "tools.ci_release bundle" in script
+    assert (REPO_ROOT / ".ci" / "run").read_text().strip().endswith("exec make test")
+
+
+def test_pipeline_gates_production_on_a_manual_approval():
+    stages = _load_template(REPO_ROOT / "infra" / "cicd.yaml")["Resources"]["Pipeline"]["Properties"]["Stages"]
+    names = [s["Name"] for s in stages]
+    assert names == ["Source", "Test", "Images", "Dev", "ApproveProduction", "Prod"]
+    approval = stages[names.index("ApproveProduction")]["Actions"][0]["ActionTypeId"]
+    assert (approval["Category"], approval["Provider"]) == ("Approval", "Manual")
+    repositories = [r for r in _load_template(REPO_ROOT / "infra" / "cicd.yaml")["Resources"].values()
+                    if r["Type"] == "AWS::ECR::Repository"]
+    names = {r["Properties"]["RepositoryName"]["Sub"].split("/", 1)[1] for r in repositories}
+    assert names == {"frame-extractor", "trainer", "inference", "drift-monitor"}
