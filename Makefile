@@ -7,12 +7,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle
+.PHONY: help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv with Python 3.11, pinned dependencies and FFmpeg
+setup: $(STAMP) browser  ## create .venv with Python 3.11, pinned dependencies and FFmpeg (+ chromium)
+
+# Debian's chromium for tests/e2e/test_airflow_ui.py (Playwright drives it by path; no browser download). Needs root
+# and apt-get, as CI has; elsewhere it says what to do and the browser test skips itself.
+browser:
+	@if command -v chromium >/dev/null; then exit 0; \
+	elif ! command -v apt-get >/dev/null; then \
+		echo "note: no apt-get: install chromium yourself; until then the browser test is skipped"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+		echo "note: chromium missing: run 'sudo apt-get install chromium'; until then the browser test is skipped"; \
+	else \
+		echo "installing Debian's chromium (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	fi
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt constraints-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (MWAA runs 3.11), found " + sys.version.split()[0]'
@@ -29,6 +43,15 @@ up: setup  ## start the local AWS stack (background processes on loopback) and d
 
 down:  ## stop exactly the local stack's processes
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m local_aws down; fi
+
+airflow-up: up  ## local Airflow 3 services on the stack (UI/REST on :8080, login in .local/airflow/airflow.env)
+	$(BIN)/python -m local_aws airflow-up
+
+airflow-down:  ## stop the local Airflow services
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m local_aws airflow-down; fi
+
+airflow-status: setup  ## health of each local Airflow service
+	$(BIN)/python -m local_aws airflow-status
 
 status: setup  ## health of each local stack process
 	$(BIN)/python -m local_aws status
@@ -50,7 +73,7 @@ mwaa-bundle: setup  ## dist/mwaa/: what MWAA syncs from S3 (dags/ with include/,
 demo: setup  ## bring the stack up, generate surgical videos, upload them, show the pipeline working
 	$(BIN)/python -m local_aws.demo
 
-demo-down: down  ## stop everything the demo started
+demo-down: airflow-down down  ## stop everything the demo started
 
 bench: setup  ## benchmarks (figures and ratios against a baseline measured in the same run)
 	@shopt -s nullglob; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

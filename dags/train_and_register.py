@@ -20,6 +20,7 @@ from airflow.providers.amazon.aws.operators.sagemaker import (
     SageMakerTuningOperator,
 )
 from airflow.sdk import DAG, Param, TaskGroup, task
+from surgical_mlops.links import with_model_report
 from surgical_mlops.promotion import MapPromotionOperator
 from surgical_mlops.registry import RegisterModelVersionOnceOperator
 
@@ -64,9 +65,9 @@ with DAG(
         return None if completed_job else "fit.tune" if hpo else "fit.train"
 
     with TaskGroup("fit"):
-        train = SageMakerTrainingOperator(task_id="train", config=planned["training"], wait_for_completion=True,
-                                          print_log=True, check_interval=10, action_if_job_exists="timestamp",
-                                          retries=0)  # a failing job fails the same way: its reason ends the run
+        train = with_model_report(SageMakerTrainingOperator(
+            task_id="train", config=planned["training"], wait_for_completion=True, print_log=True, check_interval=10,
+            action_if_job_exists="timestamp", retries=0))  # a failing job fails the same way: its reason ends the run
         tune = SageMakerTuningOperator(task_id="tune", config=planned["tuning"], wait_for_completion=True,
                                        check_interval=15, retries=0)
 
@@ -105,14 +106,14 @@ with DAG(
                                               check_interval=10, action_if_job_exists="timestamp")
         needs_rescoring(found["request"]) >> rescore
 
-    promote = MapPromotionOperator(
+    promote = with_model_report(MapPromotionOperator(
         task_id="promote", model_package_arn=register.output, trigger_rule="none_failed",
         evaluation_uri=candidate["evaluation_uri"],
         champion_evaluation_uri=found["evaluation_uri"],
         floor_map50="{{ params.floor_map50 if params.floor_map50 is not none else pipeline().promotion_floor_map50 }}",
         max_class_regression="{{ pipeline().promotion_max_class_regression }}",
         confidence="{{ pipeline().promotion_confidence }}", resamples="{{ pipeline().promotion_resamples }}",
-        unit="{{ pipeline().promotion_unit }}")
+        unit="{{ pipeline().promotion_unit }}"))
     rescore >> promote
 
     @task(outlets=[APPROVED_MODEL])

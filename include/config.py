@@ -81,7 +81,21 @@ class PipelineConfig:
     promotion_confidence: float = 0.95
     promotion_resamples: int = 1000
     promotion_unit: str = "video"
+    # Drift monitor (containers/drift_monitor): a Model Monitor schedule, or the same container as a Processing job
+    # run by drift_retrain itself ("processing": Model Monitor is closed to new AWS customers)
     drift_psi_threshold: float = 0.2
+    drift_bins: int = 10  # PSI bins, cut at the baseline's deciles
+    drift_min_sample_size: int = 100  # frames a window needs before a feature is judged
+    drift_baseline_splits: str = "train"  # the deployed model's training frames
+    monitoring_backend: str = "model_monitor"
+    monitoring_schedule_name: str = "surgical-detector-drift"
+    monitoring_schedule_expression: str = "cron(0 * ? * * *)"  # hourly, SageMaker's form
+    monitoring_instance_type: str = "ml.m5.large"
+    drift_schedule: str = "@hourly"  # drift_retrain's own check, so a lost alarm event cannot hide drift
+    drift_window_hours: int = 1
+    # Untraceable captured frames go to labeling where people label them; the local workforce only knows the truth
+    # of generated videos, so locally only frames traced to a video (InferenceId) are relabeled.
+    collect_untraced_captures: bool = False
     # Security: KMS key alias for SageMaker volumes/outputs; None lets the service use its default key.
     kms_key_alias: str | None = "alias/surgical-mlops"
     tags: Mapping[str, str] = field(default_factory=lambda: {"project": "surgical-mlops"})
@@ -98,6 +112,12 @@ class PipelineConfig:
     @property
     def sagemaker_role_arn(self) -> str:
         return f"arn:aws:iam::{self.account_id}:role/{self.sagemaker_role_name}"
+
+    @property
+    def alarm_names(self) -> tuple[str, ...]:
+        """The CloudWatch alarms of infra/monitoring.yaml (stage = env) that drift_retrain checks."""
+        return tuple(f"surgical-{kind}-{self.env}" for kind in ("input-drift", "prediction-drift",
+                                                                 "fresh-label-map50"))
 
     def queue_url(self, name: str) -> str:
         return f"https://sqs.{self.region}.amazonaws.com/{self.account_id}/{name}"
@@ -116,10 +136,11 @@ def _aws_names(suffix: str, **extra: Any) -> dict[str, Any]:
 _PRESETS: dict[str, dict[str, Any]] = {
     # Local: CPU-only process runners; instance types are recorded, not provisioned.
     "local": {},
-    "dev": _aws_names("dev", env="dev"),
+    "dev": _aws_names("dev", env="dev", collect_untraced_captures=True),
     "prod": _aws_names(
         "prod",
         env="prod",
+        collect_untraced_captures=True,
         training_instance_type="ml.g5.xlarge",
         inference_instance_type="ml.g4dn.xlarge",
         inference_instance_count=2,

@@ -70,10 +70,13 @@ def training_job_name(dataset_version: str, hps: Mapping[str, str], hpo: bool = 
 
 
 def code_commit() -> str:
-    """The pipeline code's commit: ``PIPELINE_CODE_COMMIT`` (set by the deployment; MWAA's startup.sh exports it),
+    """The pipeline code's commit: ``PIPELINE_CODE_COMMIT``, else the bundle's ``include/build_info.json`` (MWAA),
     else ``git`` where the DAGs run from a checkout, else ``unknown``."""
     if os.environ.get("PIPELINE_CODE_COMMIT"):
         return os.environ["PIPELINE_CODE_COMMIT"]
+    info = Path(__file__).resolve().parent / "build_info.json"  # written into the MWAA bundle by tools/mwaa_bundle
+    if info.is_file():
+        return json.loads(info.read_text()).get("commit") or "unknown"
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
                               text=True, timeout=5, check=True).stdout.strip() or "unknown"

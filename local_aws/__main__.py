@@ -1,22 +1,29 @@
-"""``python -m local_aws up|down|status``: the local AWS stack (what ``make up`` / ``make down`` run)."""
+"""``python -m local_aws up|down|status``: the local AWS stack (what ``make up`` / ``make down`` run);
+``airflow-up|airflow-down|airflow-status``: the local Airflow services on it (``make airflow-up``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from local_aws import stack
+from local_aws import airflow_services, stack
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_aws", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "airflow-up", "airflow-down", "airflow-status"])
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
             stack.up()
         elif args.command == "down":
             stack.down()
+        elif args.command == "airflow-up":
+            airflow_services.up()
+        elif args.command == "airflow-down":
+            airflow_services.down()
+        elif args.command == "airflow-status":
+            return 0 if airflow_services.status() else 1
         else:
             return 0 if stack.status() else 1
     except stack.StackError as exc:

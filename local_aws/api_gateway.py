@@ -12,6 +12,10 @@ model). Its environment is the deployed function's: the Lambda function whose ha
 the stack's Lambda service (what ``infra/`` deploys; the newest if there are several; read at most every few
 seconds), else ``$API_DETECT_ENDPOINT_NAME`` of this process. ``GET /ping`` is the stack's health check.
 
+Local only, no API Gateway counterpart: ``GET /reports/<training job>/<file>`` serves the model reports the training
+DAG publishes to ``s3://<models bucket>/reports/`` (read-only, nothing else of the bucket), so the Airflow UI's "Model
+report" link opens in a browser here as the S3 console does on AWS.
+
 Usage: ``python -m local_aws.api_gateway --port 4568`` (``local_aws.stack`` starts it).
 """
 
@@ -41,6 +45,7 @@ log = logging.getLogger("local_aws.api_gateway")
 MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway's request payload limit
 BINARY_MEDIA_TYPES = ("image/", "application/octet-stream", "application/x-image")
 STAGE = "local"
+REPORTS_PREFIX = "/reports/"
 API_ID = "localapi01"
 
 
@@ -156,6 +161,8 @@ class ApiGatewayApp:
     def route(self, request: Request) -> Response:
         if request.method == "GET" and request.path == "/ping":
             return Response("{}", content_type="application/json")
+        if request.method == "GET" and request.path.startswith(REPORTS_PREFIX):
+            return self.report(request.path.removeprefix("/"))
         route = ROUTES.get((request.method, request.path.rstrip("/") or "/"))
         if route is None:
             return _gateway_error(403, "Missing Authentication Token")
@@ -171,6 +178,21 @@ class ApiGatewayApp:
             log.exception("%s %s: the handler failed", request.method, route.resource)
             return _gateway_error(502, "Internal server error")
         return http_response(result)
+
+    def report(self, key: str) -> Response:
+        """A published model report's file from the local S3 (``reports/<job>/<file>`` of the models bucket)."""
+        settings = self.functions.settings
+        if settings is None or ".." in key.split("/") or key.endswith("/"):
+            return Response("Not Found", status=404, content_type="text/plain")
+        from include.config import build_config
+        from local_aws.bootstrap import client
+
+        s3 = client(settings, "s3")
+        try:
+            found = s3.get_object(Bucket=build_config("local").models_bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
+            return Response("Not Found", status=404, content_type="text/plain")
+        return Response(found["Body"].read(), content_type=found.get("ContentType") or "application/octet-stream")
 
     def settings_for(self, route: Route) -> api_detect.Settings:
         env = self.functions.get(route.handler_name)
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("local API gateway on http://%s:%d (POST /detect)", args.host, args.port)
+    log.info("local API gateway on http://%s:%d (POST /detect, GET /reports/...)", args.host, args.port)
     server.serve_forever()
     sys.exit(0)
 

@@ -6,12 +6,21 @@
 3. Reconcile: moto's CloudFormation silently drops some properties (see DESIGN.md section 8). Each one is read
    from the template, compared with the deployed resource through the service API, and applied when missing, with
    a line saying so. Nothing is applied that the template does not declare.
+4. ``infra/monitoring.yaml`` (stage ``local``): moto's CloudFormation has no ``AWS::CloudWatch::Alarm`` and fails the
+   whole stack on a ``!GetAtt`` of one, so the stack is deployed without its alarms (their ARNs written in where
+   the template reads them) and the alarms are created through the CloudWatch API from the template's properties.
+   The trigger Lambda calls the local Airflow: ``LOCAL_AIRFLOW_API_URL`` (default http://127.0.0.1:<LOCAL_AIRFLOW_PORT
+   or 8080>), ``LOCAL_AIRFLOW_API_USERNAME`` (else ``AIRFLOW_API_USERNAME``, else admin) and
+   ``LOCAL_AIRFLOW_API_PASSWORD`` (else ``AIRFLOW_API_PASSWORD``, else empty), read at ``make up``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+import re
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +38,13 @@ ARTIFACTS_BUCKET = "surgical-mlops-artifacts"
 _LAMBDAS = REPO_ROOT / "include" / "lambdas"
 # Template parameter -> the files of that function's deployment zip (the handler first).
 LAMBDA_SOURCES = {"S3ToSqsCodeKey": [_LAMBDAS / "s3_to_sqs.py", _LAMBDAS / "quarantine.py"]}
+MONITORING_STACK = "surgical-mlops-monitoring"
+MONITORING_TEMPLATE = REPO_ROOT / "infra" / "monitoring.yaml"
+MONITORING_LAMBDA_SOURCES = {"TriggerCodeKey": [_LAMBDAS / "trigger_drift_retrain.py"]}
+# Resource types moto's CloudFormation cannot create: bootstrap creates them through their service API.
+_API_CREATED = {"AWS::CloudWatch::Alarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}"}
+_INTRINSICS = {"If", "Not", "Equals", "And", "Or", "Sub", "Join", "Select", "Split", "FindInMap", "Base64",
+               "GetAZs", "ImportValue", "Cidr"}
 
 
 def client(settings: StackSettings, service: str, **config: Any) -> Any:
@@ -56,14 +72,15 @@ def lambda_zip(sources: list[Path]) -> bytes:
     return buffer.getvalue()
 
 
-def upload_lambda_code(settings: StackSettings) -> dict[str, str]:
+def upload_lambda_code(settings: StackSettings, sources_by_parameter: dict[str, list[Path]] | None = None
+                       ) -> dict[str, str]:
     s3 = client(settings, "s3")
     try:
         s3.head_bucket(Bucket=ARTIFACTS_BUCKET)
     except ClientError:
         s3.create_bucket(Bucket=ARTIFACTS_BUCKET)
     keys = {}
-    for parameter, sources in LAMBDA_SOURCES.items():
+    for parameter, sources in (sources_by_parameter or LAMBDA_SOURCES).items():
         body = lambda_zip(sources)
         key = f"lambda/{sources[0].stem}/{hashlib.sha256(body).hexdigest()[:16]}.zip"
         s3.put_object(Bucket=ARTIFACTS_BUCKET, Key=key, Body=body)
@@ -87,10 +104,11 @@ def _load_template(path: Path) -> dict[str, Any]:
     return yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 - SafeLoader subclass
 
 
-def deploy_stack(settings: StackSettings, name: str, template: Path, parameters: dict[str, str]) -> dict[str, str]:
+def deploy_stack(settings: StackSettings, name: str, template: Path, parameters: dict[str, str],
+                 body: str | None = None) -> dict[str, str]:
     cfn = client(settings, "cloudformation")
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
-    body = template.read_text()
+    body = body if body is not None else template.read_text()
     try:
         cfn.describe_stacks(StackName=name)
         exists = True
@@ -269,12 +287,112 @@ def image_uri(repository: str, tag: str = "latest") -> str:
     return f"{ACCOUNT_ID}.dkr.ecr.{REGION}.amazonaws.com/{repository}:{tag}"
 
 
+# -- infra/monitoring.yaml: the stack without what moto cannot create, then those through their APIs ---------------
+def substitute(value: Any, parameters: dict[str, str]) -> Any:
+    """Resolve ``!Ref``/``!Sub`` of parameters and pseudo parameters (what the alarms' properties use)."""
+    known = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws", **parameters}
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in known:
+        return known[value["Ref"]]
+    if isinstance(value, dict) and set(value) == {"Sub"} and isinstance(value["Sub"], str):
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: known[m.group(1)], value["Sub"])
+    if isinstance(value, dict):
+        return {k: substitute(v, parameters) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, parameters) for v in value]
+    return value
+
+
+def cloudformation_json(value: Any, arns: dict[str, str]) -> Any:
+    """Short-form intrinsics back to CloudFormation JSON; ``GetAtt X.Arn`` of an API-created ``X`` -> its ARN."""
+    if isinstance(value, dict) and len(value) == 1:
+        (function, argument), = value.items()
+        if function == "GetAtt" and argument.split(".")[0] in arns:
+            return arns[argument.split(".")[0]]
+        if function == "GetAtt":
+            return {"Fn::GetAtt": argument.split(".", 1)}
+        if function in ("Ref", "Condition"):
+            return {function: argument}
+        if function in _INTRINSICS:
+            return {f"Fn::{function}": cloudformation_json(argument, arns)}
+    if isinstance(value, dict):
+        return {k: cloudformation_json(v, arns) for k, v in value.items()}
+    if isinstance(value, list):
+        return [cloudformation_json(v, arns) for v in value]
+    return value
+
+
+def deployable_template(template: dict[str, Any], parameters: dict[str, str]) -> str:
+    """The template as moto's CloudFormation can deploy it: API-created resources out, their ARNs written in."""
+    arns = {}
+    for logical, resource in template["Resources"].items():
+        pattern = _API_CREATED.get(resource["Type"])
+        if pattern:
+            name = substitute(resource["Properties"]["AlarmName"], parameters)
+            arns[logical] = pattern.format(region=REGION, account=ACCOUNT_ID, name=name)
+    stripped = {**template, "Resources": {k: v for k, v in template["Resources"].items() if k not in arns}}
+    return json.dumps(cloudformation_json(stripped, arns), indent=1, sort_keys=True)
+
+
+_ALARM_PROPERTIES = ("AlarmName", "AlarmDescription", "Namespace", "MetricName", "Dimensions", "Statistic",
+                     "ExtendedStatistic", "Period", "EvaluationPeriods", "DatapointsToAlarm", "Threshold",
+                     "ComparisonOperator", "TreatMissingData", "Unit", "ActionsEnabled", "AlarmActions",
+                     "OKActions", "InsufficientDataActions")
+
+
+def create_alarms(settings: StackSettings, template: dict[str, Any], parameters: dict[str, str]) -> list[str]:
+    """``AWS::CloudWatch::Alarm`` resources through PutMetricAlarm (only when missing or different: a put resets
+    the alarm's state)."""
+    cloudwatch = client(settings, "cloudwatch")
+    applied = []
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        values = {**{k: str(v["Default"]) for k, v in template.get("Parameters", {}).items() if "Default" in v},
+                  **parameters}
+        props = substitute({k: v for k, v in resource["Properties"].items() if k in _ALARM_PROPERTIES}, values)
+        props["Threshold"] = float(props["Threshold"])
+        props["Period"], props["EvaluationPeriods"] = int(props["Period"]), int(props["EvaluationPeriods"])
+        current = cloudwatch.describe_alarms(AlarmNames=[props["AlarmName"]])["MetricAlarms"]
+        if not current or any(current[0].get(k) != v for k, v in props.items()):
+            cloudwatch.put_metric_alarm(**props)
+            applied.append(f"{props['AlarmName']}: alarm on {props['Namespace']} {props['MetricName']}")
+    return applied
+
+
+def monitoring_parameters(settings: StackSettings) -> dict[str, str]:
+    """infra/monitoring.yaml's parameters on the local stack: stage local, the local Airflow instead of MWAA."""
+    from include.config import build_config
+
+    config = build_config("local")
+    return {"Stage": "local", "EndpointName": config.endpoint_name,
+            "MonitoringScheduleName": config.monitoring_schedule_name, "ArtifactsBucket": ARTIFACTS_BUCKET,
+            "DriftThreshold": str(config.drift_psi_threshold),
+            "AirflowApiUrl": os.environ.get("LOCAL_AIRFLOW_API_URL")
+            or f"http://127.0.0.1:{os.environ.get('LOCAL_AIRFLOW_PORT', '8080')}",
+            "AirflowApiUsername": os.environ.get("LOCAL_AIRFLOW_API_USERNAME")
+            or os.environ.get("AIRFLOW_API_USERNAME", "admin"),
+            "AirflowApiPassword": os.environ.get("LOCAL_AIRFLOW_API_PASSWORD")
+            or os.environ.get("AIRFLOW_API_PASSWORD", ""),
+            **upload_lambda_code(settings, MONITORING_LAMBDA_SOURCES)}
+
+
+def deploy_monitoring(settings: StackSettings) -> dict[str, str]:
+    parameters = monitoring_parameters(settings)
+    template = _load_template(MONITORING_TEMPLATE)
+    outputs = deploy_stack(settings, MONITORING_STACK, MONITORING_TEMPLATE, parameters,
+                           body=deployable_template(template, parameters))
+    for line in create_alarms(settings, template, parameters):
+        print(f"  applied  {line}  (moto's CloudFormation has no AWS::CloudWatch::Alarm)")
+    return outputs
+
+
 def deploy(settings: StackSettings) -> dict[str, str]:
     parameters = {"ArtifactsBucket": ARTIFACTS_BUCKET, **upload_lambda_code(settings)}
     outputs = deploy_stack(settings, FOUNDATION_STACK, FOUNDATION_TEMPLATE, parameters)
     template = _load_template(FOUNDATION_TEMPLATE)
     for line in reconcile(settings, template, _physical_ids(settings, FOUNDATION_STACK)):
         print(f"  applied  {line}  (dropped by moto's CloudFormation)")
+    outputs.update(deploy_monitoring(settings))
     repositories = register_containers(settings)
     if repositories:
         print(f"  images   {', '.join(repositories)} -> containers/")

@@ -9,6 +9,11 @@ of AWS in a way the pipeline would notice (moto 5.2.5, pinned in constraints):
    here the event is handed to the runner's async queue (retries, on-failure destination) and PutObject returns.
 3. S3 event records carry ``versionId`` and ``sequencer`` (and the identity fields) as AWS's do; moto leaves them
    out, and the ingest Lambda needs the version to tell one upload from a re-delivery of the same one.
+4. EventBridge rules deliver to Lambda targets (moto raises NotImplementedError for them): the matching event,
+   as AWS sends it (``Input``/``InputPath``/``InputTransformer`` applied), goes to the runner's async queue.
+5. CloudWatch alarms are evaluated (``local_aws.alarms``, a thread here, next to the backends it reads and the
+   event bus it writes); ``POST /local/alarms/evaluate`` (body optional: ``{"AlarmNames": [...]}``) runs one
+   pass now and answers the state changes - a local-only call, for tests and the demo.
 
 Usage: ``python -m local_aws.moto_server --port 4566`` (``local_aws.stack`` starts it).
 """
@@ -24,6 +29,7 @@ import threading
 import time
 from typing import Any
 
+from local_aws.alarms import AlarmEvaluator
 from local_aws.lambda_runner import LambdaRunner
 from local_aws.settings import load_settings
 
@@ -84,6 +90,80 @@ def install_patches(runner: LambdaRunner) -> None:
     LambdaFunction.invoke = invoke
     notifications._get_s3_event = s3_event
     notifications._invoke_awslambda = invoke_from_s3
+    _deliver_rules_to_lambda(runner)
+
+
+def _deliver_rules_to_lambda(runner: LambdaRunner) -> None:
+    import copy
+
+    from moto.awslambda.utils import get_backend
+    from moto.events.models import Rule
+    from moto.events.utils import EventTemplateParser
+
+    original = Rule.send_to_targets
+
+    def send_to_targets(self: Any, original_event: dict[str, Any], transform_input: bool = True) -> None:
+        is_lambda = [":lambda:" in t["Arn"] for t in self.targets]
+        enabled = getattr(self, "state", "ENABLED") == "ENABLED"
+        if any(is_lambda) and enabled and self.event_pattern.matches_event(original_event):
+            event = {k: v for k, v in original_event.items() if k != "ingestion-time"}
+            if isinstance(event.get("time"), (int, float)):
+                event["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(event["time"]))
+            for target, wanted in zip(self.targets, is_lambda, strict=True):
+                if wanted:
+                    _invoke_target(target, event)
+        others = [t for t, wanted in zip(self.targets, is_lambda, strict=True) if not wanted]
+        if others:
+            rule = copy.copy(self)
+            rule.targets = others
+            original(rule, original_event, transform_input)
+
+    def _invoke_target(target: dict[str, Any], event: dict[str, Any]) -> None:
+        if "Input" in target:
+            payload = target["Input"]
+        elif "InputPath" in target:
+            node: Any = event
+            for part in target["InputPath"].lstrip("$").strip(".").split("."):
+                node = node.get(part) if part and isinstance(node, dict) else node
+            payload = json.dumps(node)
+        elif "InputTransformer" in target:
+            transformer = target["InputTransformer"]
+            payload = EventTemplateParser.parse(input_template=transformer.get("InputTemplate"),
+                                                input_paths_map=transformer.get("InputPathsMap", {}), event=event)
+            payload = payload if isinstance(payload, str) else json.dumps(payload)
+        else:
+            payload = json.dumps(event)
+        _, _, _, region, account, _ = target["Arn"].split(":", 5)
+        try:
+            fn = get_backend(account, region).get_function(target["Arn"])
+        except Exception as exc:  # EventBridge drops (or dead-letters) an event whose target is gone
+            log.error("event to missing function %s dropped: %s", target["Arn"], exc)
+            return
+        runner.submit(fn, payload)
+
+    Rule.send_to_targets = send_to_targets
+
+
+class LocalRoutes:
+    """Local-only HTTP calls on moto's port, in front of moto's own application."""
+
+    def __init__(self, app: Any, evaluator: AlarmEvaluator) -> None:
+        self.app, self.evaluator = app, evaluator
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/local/alarms/evaluate" and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
+                changes = self.evaluator.evaluate_all(body.get("AlarmNames"))
+                status, payload = "200 OK", {"StateChanges": changes}
+            except Exception as exc:
+                log.exception("evaluate-now failed")
+                status, payload = "500 Internal Server Error", {"message": str(exc)}
+            data = json.dumps(payload).encode()
+            start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+            return [data]
+        return self.app(environ, start_response)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,10 +173,23 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     install_patches(LambdaRunner(load_settings()))
+    evaluator = AlarmEvaluator()
+    evaluator.start()
 
-    from moto import server
+    # moto.server.main, with the local-only routes in front of moto's application.
+    import os
+    import signal
 
-    server.main(["--host", args.host, "--port", str(args.port)])
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    from moto.server import MotoRequestHandler, signal_handler
+    from werkzeug.serving import run_simple
+
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    signal.signal(signal.SIGINT, signal_handler)
+    signal.signal(signal.SIGTERM, signal_handler)
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(args.host, args.port, LocalRoutes(app, evaluator), threaded=True, use_reloader=False,
+               request_handler=MotoRequestHandler)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,14 @@ FRAMES_BUCKET = "surgical-frames-processed"
 
 
 def make_dataset(root: Path, videos: int = 3, frames: int = 4, boxes: bool = True, width: int = 160,
-                 height: int = 96, step: int = 3, seed: int = 100, prefix: str = "vid") -> tuple[Path, Path]:
+                 height: int = 96, step: int = 3, seed: int = 100, prefix: str = "vid",
+                 scenario: str = "normal") -> tuple[Path, Path]:
     """Returns (dataset version folder, frames channel folder with ``<video_id>/<index>.jpg``)."""
     frames_dir = root / "frames-channel"
     labeled = []
     for v in range(videos):
         video_id = f"{prefix}{v:0{20 - len(prefix)}d}"
-        scene = make_scene(width, height, 5.0, seed=seed + v)
+        scene = make_scene(width, height, 5.0, seed=seed + v, scenario=scenario)
         (frames_dir / video_id).mkdir(parents=True)
         for i in range(frames):
             picture, truth = render_frame(scene, i * step)

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
+import os
 import re
 import shutil
+import subprocess
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -145,12 +148,25 @@ def build(out: Path, repo: Path = REPO_ROOT) -> Bundle:
     for package in DAG_PACKAGES:
         _copy_tree(repo / package, bundle.dags / package)
     (bundle.dags / ".airflowignore").write_text(AIRFLOWIGNORE)
+    # Lineage: the model versions a deployed DAG registers name this commit (include/training.py code_commit).
+    (bundle.dags / "include" / "build_info.json").write_text(json.dumps({"commit": source_commit(repo)}) + "\n")
     shutil.copyfile(constraints, bundle.dags / "constraints.txt")
     plugins_zip(repo / "plugins", bundle.plugins_zip)
     bundle.requirements.write_text(mwaa_requirements(requirements_text))
     bundle.startup.write_text(STARTUP_SH)
     bundle.startup.chmod(0o755)
     return bundle
+
+
+def source_commit(repo: Path) -> str:
+    """CodeBuild's resolved source version, else the checkout's HEAD, else ``unknown``."""
+    if os.environ.get("CODEBUILD_RESOLVED_SOURCE_VERSION"):
+        return os.environ["CODEBUILD_RESOLVED_SOURCE_VERSION"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

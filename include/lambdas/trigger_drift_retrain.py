@@ -89,7 +89,9 @@ def build_conf(event: dict[str, Any]) -> dict[str, Any]:
     """The drift_retrain conf of one alarm state-change event."""
     detail = event["detail"]
     metrics = _metrics(detail.get("configuration", {}))
-    endpoints = sorted({m["dimensions"]["EndpointName"] for m in metrics if "EndpointName" in m.get("dimensions", {})})
+    # Model Monitor's metrics name the endpoint "Endpoint"; the pipeline's quality metric "EndpointName".
+    endpoints = sorted({value for m in metrics for key, value in m.get("dimensions", {}).items()
+                        if key in ("Endpoint", "EndpointName")})
     return {
         "schema": CONF_SCHEMA,
         "trigger": "cloudwatch-alarm",

@@ -29,6 +29,7 @@ from local_aws.sagemaker.exceptions import (
     ValidationException,
 )
 from local_aws.sagemaker.labeling import LabelingRunner
+from local_aws.sagemaker.monitoring import MonitoringService, validate_schedule_config
 from local_aws.sagemaker.resources import KINDS, Resources, now
 from local_aws.sagemaker.runners import RESTART_REASON, JobRunner
 from local_aws.sagemaker.store import Store
@@ -49,6 +50,7 @@ class SageMakerBackend:
         self.jobs = JobRunner(self.resources, self.registry, settings)
         self.endpoints = EndpointRuntime(self.resources, self.registry, settings)
         self.labeling = LabelingRunner(self.resources, settings)
+        self.monitoring = MonitoringService(self)
         self._tuning_lock = threading.Lock()
 
     # -- dispatch ---------------------------------------------------------------------------------------------------
@@ -105,6 +107,7 @@ class SageMakerBackend:
             if status in ("InService", "Updating", "SystemUpdating") and item.get("EndpointConfigName"):
                 threading.Thread(target=self._restore_endpoint, args=(name, item["EndpointConfigName"]),
                                  daemon=True).start()
+        self.monitoring.recover()
 
     def _restore_endpoint(self, name: str, config: str) -> None:
         try:
@@ -115,6 +118,7 @@ class SageMakerBackend:
             self._endpoint_failed(name, "Failed", str(exc))
 
     def shutdown(self) -> None:
+        self.monitoring.stop()
         self.jobs.shutdown()
         self.endpoints.shutdown()
 
@@ -151,7 +155,8 @@ class SageMakerBackend:
                 f"utilization of {running} Instances and a request delta of 1 Instances. Please use AWS Service "
                 "Quotas to request an increase for this quota.")
 
-    def op_CreateProcessingJob(self, request: dict[str, Any]) -> dict[str, Any]:
+    def op_CreateProcessingJob(self, request: dict[str, Any],
+                               on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         name = request["ProcessingJobName"]
         self.registry.resolve(request["AppSpecification"]["ImageUri"])
         self._check_quota("ProcessingJob", request["ProcessingResources"]["ClusterConfig"]["InstanceType"])
@@ -159,7 +164,7 @@ class SageMakerBackend:
         job.update(ProcessingJobStatus="InProgress", LastModifiedTime=now())
         job = self.resources.create("ProcessingJob", name, job, request.get("Tags"),
                                     self._job_exists("ProcessingJob", name))
-        self.jobs.start("ProcessingJob", name)
+        self.jobs.start("ProcessingJob", name, on_done)
         return {"ProcessingJobArn": job["ProcessingJobArn"]}
 
     def op_StopProcessingJob(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -565,7 +570,7 @@ class SageMakerBackend:
         self.resources.delete("ModelPackage", request["ModelPackageName"])
         return {}
 
-    # -- labeling jobs and monitoring schedules: the API (execution lands with the labeling and drift stages) -------
+    # -- labeling jobs and monitoring schedules (their executions: labeling.py, monitoring.py) -----------------
     def op_CreateLabelingJob(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["LabelingJobName"]
         job = {k: copy.deepcopy(v) for k, v in request.items() if k != "Tags"}
@@ -584,6 +589,7 @@ class SageMakerBackend:
 
     def op_CreateMonitoringSchedule(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["MonitoringScheduleName"]
+        validate_schedule_config(request["MonitoringScheduleConfig"])
         schedule = {k: copy.deepcopy(v) for k, v in request.items() if k != "Tags"}
         definition = request["MonitoringScheduleConfig"].get("MonitoringJobDefinition", {})
         endpoint = definition.get("MonitoringInputs", [{}])[0].get("EndpointInput", {}).get("EndpointName")
@@ -597,6 +603,7 @@ class SageMakerBackend:
 
     def op_UpdateMonitoringSchedule(self, request: dict[str, Any]) -> dict[str, Any]:
         name = request["MonitoringScheduleName"]
+        validate_schedule_config(request["MonitoringScheduleConfig"])
         data = self.resources.update("MonitoringSchedule", name, lambda d: d.update(
             MonitoringScheduleConfig=copy.deepcopy(request["MonitoringScheduleConfig"]), LastModifiedTime=now()))
         return {"MonitoringScheduleArn": data["MonitoringScheduleArn"]}
@@ -610,6 +617,9 @@ class SageMakerBackend:
         self.resources.update("MonitoringSchedule", request["MonitoringScheduleName"],
                               lambda d: d.update(MonitoringScheduleStatus="Stopped", LastModifiedTime=now()))
         return {}
+
+    def op_ListMonitoringExecutions(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.monitoring.list_executions(request)
 
     # -- tags -------------------------------------------------------------------------------------------------------
     def op_AddTags(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,9 @@ Control plane: JSON 1.1, ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>``
 against botocore's model before the backend sees it; errors are ``{"__type", "message"}`` with AWS's status codes.
 Runtime: REST, ``POST /endpoints/<name>/invocations`` (the ``sagemaker-runtime`` client), errors with the
 ``x-amzn-ErrorType`` header as the rest-json protocol carries them. ``GET /ping`` is the stack's health check.
+Local-only: ``POST /local/monitoring-schedules/<name>/executions`` (JSON body optional: ``StartTime``, ``EndTime``,
+ISO 8601 or epoch seconds; default the last hour) starts one execution of a monitoring schedule now and answers its
+summary (``local_aws.sagemaker.monitoring``).
 
 Usage: ``python -m local_aws.sagemaker.server --port 4567`` (``local_aws.stack`` starts it).
 """
@@ -95,6 +98,10 @@ class SageMakerApp:
             return self.invoke(request, unquote(request.path[len("/endpoints/"):-len("/invocations")]))
         if request.method == "POST" and request.path == "/":
             return self.control_plane(request)
+        if request.method == "POST" and request.path.startswith("/local/monitoring-schedules/") and \
+                request.path.endswith("/executions"):
+            return self.run_monitoring(request, unquote(request.path[len("/local/monitoring-schedules/"):
+                                                                      -len("/executions")]))
         return Response(json.dumps({"message": f"no route for {request.method} {request.path}"}), status=404,
                         content_type="application/json")
 
@@ -121,6 +128,17 @@ class SageMakerApp:
             return Response(json.dumps({"__type": "InternalFailure", "message": str(exc)}), status=500,
                             content_type=JSON_TYPE)
         return Response(json.dumps(result), content_type=JSON_TYPE)
+
+    def run_monitoring(self, request: Request, schedule: str) -> Response:
+        try:
+            try:
+                body = json.loads(request.get_data() or b"{}")
+            except json.JSONDecodeError as exc:
+                raise ValidationException(f"The request body is not valid JSON: {exc}") from exc
+            execution = self.backend.monitoring.run(schedule, body)
+        except SageMakerError as exc:
+            return _error(exc)
+        return Response(json.dumps(execution), status=201, content_type="application/json")
 
     def invoke(self, request: Request, endpoint: str) -> Response:
         # werkzeug title-cases header names (X-Amzn-Sagemaker-...): give back the spelling the runtime looks up.
@@ -150,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     backend = SageMakerBackend(load_settings())
     backend.recover()
+    backend.monitoring.start()
     server = make_server(args.host, args.port, SageMakerApp(backend), threaded=True)
 
     def stop(signum: int, frame: Any) -> None:

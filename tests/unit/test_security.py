@@ -15,6 +15,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import boto3
 import botocore.session
 import pytest
 
-from include import deploy, ingest, training
+from include import deploy, ingest, monitoring, training
 from include.config import ENVIRONMENTS, build_config
 from include.lambdas import s3_to_sqs
 from include.lambdas.quarantine import quarantine_object
@@ -113,6 +114,12 @@ JOB_REQUESTS: list[tuple[str, Callable[[Any], dict[str, Any]]]] = [
     ("CreateModel", lambda config: deploy.model_request(config, _CHAMPION, "surgical-detector-v3-0a1b2c3d", "m")),
     ("CreateEndpointConfig", lambda config: deploy.endpoint_config_request(
         config, _CHAMPION, "surgical-detector-v3-0a1b2c3d", "m")),
+    ("CreateProcessingJob", lambda config: monitoring.baseline_request(
+        config, "0123456789abcdef", "s3://surgical-models/evaluations/j/evaluation.json", "m")),
+    ("CreateMonitoringSchedule", lambda config: monitoring.schedule_request(config, "0123456789abcdef")),
+    ("CreateProcessingJob", lambda config: monitoring.processing_monitor_request(
+        config, "0123456789abcdef", datetime(2026, 11, 26, 9, tzinfo=UTC), datetime(2026, 11, 26, 10, tzinfo=UTC),
+        ["s3://surgical-models/data-capture/surgical-detector/AllTraffic/2026/11/26/09/"], "m")),
 ]
 # Members that must be set wherever their structure is in the request.
 KMS_MEMBERS = {"KmsKeyId", "VolumeKmsKeyId", "OutputKmsKeyId"}

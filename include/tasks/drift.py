@@ -1,0 +1,158 @@
+"""Task bodies of drift_retrain (the DAG file only wires them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from include import monitoring
+from include.config import load_config
+
+log = logging.getLogger(__name__)
+AWS_CONN_ID = "aws_default"
+
+
+def _clients() -> tuple[Any, Any, Any]:
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    return (S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), SageMakerHook(aws_conn_id=AWS_CONN_ID).conn,
+            AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="cloudwatch").conn)
+
+
+def _json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+    except s3.exceptions.ClientError as exc:
+        if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
+            return None
+        raise
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
+
+
+def plan(params: Mapping[str, Any], conf: Mapping[str, Any], run_id: str, end: datetime | None) -> dict[str, Any]:
+    """What is deployed, its baseline (built if missing), the window, and the monitor request of the backend.
+
+    A run triggered by the alarm Lambda (``include/lambdas/trigger_drift_retrain.py``) carries the alarm's conf: it
+    is the recorded reason, and its window (the alarm's evaluated period) is the window monitored."""
+    from airflow.exceptions import AirflowSkipException
+
+    config = load_config()
+    s3, sagemaker, _ = _clients()
+    deployed = _json(s3, config.models_bucket, f"deployments/{config.endpoint_name}/latest.json")
+    if not deployed:
+        raise AirflowSkipException(f"nothing deployed on {config.endpoint_name}: nothing to monitor")
+    package = sagemaker.describe_model_package(ModelPackageName=deployed["model_package_arn"])
+    dataset = package.get("CustomerMetadataProperties", {}).get("dataset_version")
+    if not dataset:
+        raise ValueError(f"{package['ModelPackageArn']} has no dataset_version lineage: cannot build its baseline")
+    evaluation = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    trigger = dict(params.get("reason") or {}) or ({k: v for k, v in conf.items() if k != "window_hours"}
+                                                    if conf.get("alarm_name") else {})
+    window = trigger.get("window") or {}
+    end = datetime.fromisoformat(window["end"]) if window.get("end") else (end or datetime.now(UTC))
+    end = end.astimezone(UTC)
+    hours = int(params.get("window_hours") or config.drift_window_hours)
+    start = end - timedelta(hours=hours)
+    if window.get("start"):
+        start = min(start, datetime.fromisoformat(window["start"]).astimezone(UTC))
+        hours = max(hours, int((end - start).total_seconds() // 3600) + 1)
+    baseline_key = monitoring.baseline_prefix(config, dataset).split(f"{config.models_bucket}/", 1)[1]
+    has_baseline = _exists(s3, config.models_bucket, f"{baseline_key}/constraints.json")
+    captures = [f"s3://{config.models_bucket}/{monitoring.capture_prefix(config)}AllTraffic/"
+                f"{hour.strftime('%Y/%m/%d/%H')}/" for hour in monitoring.window_hours(end, hours + 1)]
+    captures = [uri for uri in captures if _exists(s3, config.models_bucket, uri.split(f"{config.models_bucket}/",
+                                                                                      1)[1])]
+    result = {
+        "endpoint": config.endpoint_name, "package_arn": package["ModelPackageArn"], "dataset_version": dataset,
+        "backend": config.monitoring_backend, "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "baseline": None if has_baseline else monitoring.baseline_request(config, dataset, evaluation, run_id),
+        "schedule": monitoring.schedule_request(config, dataset),
+        "monitor": monitoring.processing_monitor_request(config, dataset, start, end, captures, run_id)
+        if captures else None,
+        "captures": captures, "trigger": trigger,
+    }
+    log.info("monitoring %s (package %s, dataset %s) over %s .. %s with the %s backend; %d capture folder(s)%s",
+             config.endpoint_name, package["ModelPackageArn"], dataset, start.isoformat(), end.isoformat(),
+             config.monitoring_backend, len(captures), "; the baseline is built first" if not has_baseline else "")
+    return result
+
+
+def monitor_route(planned: Mapping[str, Any]) -> list[str]:
+    """The tasks that run: the backend's monitor (none without captured data for the Processing backend); assess
+    always (it also reads the alarms and the trigger's reason)."""
+    if planned["backend"] == "processing":
+        return [*(["monitor.run_monitor"] if planned["monitor"] else []), "assess"]
+    return ["monitor.schedule", "assess"]
+
+
+def _violations(s3: Any, output_uri: str) -> tuple[dict | None, dict | None]:
+    bucket, _, prefix = output_uri.removeprefix("s3://").partition("/")
+    prefix = prefix.rstrip("/")
+    return (_json(s3, bucket, f"{prefix}/constraint_violations.json"),
+            _json(s3, bucket, f"{prefix}/statistics.json"))
+
+
+def assess(planned: Mapping[str, Any], execution: Mapping[str, Any] | None, processing: Mapping[str, Any] | None,
+           run_id: str) -> dict[str, Any]:
+    """The verdict with its causes and figures, written to ``monitoring/decisions/`` and returned."""
+    config = load_config()
+    s3, sagemaker, cloudwatch = _clients()
+    violations = statistics = None
+    job_name = None
+    if execution and execution.get("ProcessingJobArn"):
+        job_name = execution["ProcessingJobArn"].rsplit("/", 1)[-1]
+    elif processing:
+        job_name = processing["Processing"]["ProcessingJobName"]
+    if job_name:
+        job = sagemaker.describe_processing_job(ProcessingJobName=job_name)
+        output = job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]
+        violations, statistics = _violations(s3, output)
+        log.info("monitor job %s (%s): %d violation(s); output %s", job_name, job["ProcessingJobStatus"],
+                 len((violations or {}).get("violations", [])), output)
+    alarms = cloudwatch.describe_alarms(AlarmNames=list(config.alarm_names))["MetricAlarms"]
+    verdict = monitoring.assess(violations, statistics, alarms, planned.get("trigger"))
+    record = {"run_id": run_id, "endpoint": planned["endpoint"], "package_arn": planned["package_arn"],
+              "window": planned["window"], "monitor_job": job_name, **verdict.to_dict()}
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    s3.put_object(Bucket=config.models_bucket, Key=f"monitoring/decisions/{safe}.json",
+                  Body=json.dumps(record, indent=2, default=str).encode(), ContentType="application/json")
+    log.info("drift %s: %s", "FOUND" if verdict.drift else "not found", "; ".join(verdict.causes) or "no cause")
+    return record
+
+
+def collect(planned: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+    """The videos behind the window's traffic (and, where people label, the untraceable frames as a batch)."""
+    from airflow.exceptions import AirflowSkipException
+
+    config = load_config()
+    s3, _, _ = _clients()
+    lines: list[str] = []
+    for uri in planned["captures"]:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                lines += s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode(
+                    errors="replace").splitlines()
+    found = monitoring.collect(lines, keep_untraced=config.collect_untraced_captures)
+    videos = list(found.videos)
+    if found.frames:
+        batch = "captured" + "".join(c for c in run_id if c.isalnum())[-12:]
+        for index, body in enumerate(found.frames):
+            s3.put_object(Bucket=config.frames_bucket, Key=f"frames/{batch}/{index:06d}.jpg", Body=body,
+                          ContentType="image/jpeg")
+        videos.append(batch)
+    summary = found.summary()
+    log.info("new data for labeling: %s", json.dumps(summary))
+    if not videos:
+        raise AirflowSkipException(f"drift found but no capture of the window can be relabeled: {summary}")
+    return {**summary, "video_ids": videos}
