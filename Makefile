@@ -61,8 +61,10 @@ lint: setup  ## ruff, bandit and cfn-lint (the IAM policy linter and the secrets
 	$(BIN)/bandit -q -c pyproject.toml --severity-level high -r dags include plugins local_aws tools containers
 	$(BIN)/cfn-lint infra/*.yaml
 
+# Two workers, one test module each at a time (--dist loadfile): the end-to-end modules spend most of their time
+# waiting on jobs and sensors, so two of them overlap well on 2 cores; each worker has its own local stack.
 test: setup lint  ## set up, lint and run every test (unit, integration against the local stack, end-to-end)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration and not e2e and not bundle"

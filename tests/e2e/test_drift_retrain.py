@@ -1,0 +1,174 @@
+"""drift_retrain end to end on the local stack: a deployed model, its baseline built from its training data, a Model
+Monitor schedule running the drift container on the endpoint's captured traffic; normal traffic raises nothing over
+several windows; drift traffic (a darker scope with smoke) raises violations -> the CloudWatch alarm -> EventBridge ->
+the trigger Lambda, and the DAG records the cause and sends the videos behind the traffic back to labeling.
+
+The schedule's executions are started with the local SageMaker's local-only "run now" call (AWS runs them on the
+hour) and alarms are evaluated with the local-only "evaluate now" call (CloudWatch does it every minute).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from local_aws.settings import REPO_ROOT
+from tests.conftest import run_dag_test
+from tests.datasets import make_dataset, upload_dataset
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+MODELS = "surgical-models"
+ENDPOINT = "surgical-detector"
+SCHEDULE = "surgical-detector-drift"
+INFERENCE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/surgical-mlops/inference:latest"
+# Windows of 30-60 frames (production windows hold thousands): 5 PSI bins, 30 frames to judge a feature, and the
+# baseline from all the training videos' frames.
+SETTINGS = {"drift_bins": 5, "drift_min_sample_size": 30, "drift_baseline_splits": "train,val,test"}
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read() or b"{}")
+
+
+def _frames(folder: Path) -> list[tuple[str, bytes]]:
+    return [(f"frames/{p.relative_to(folder).as_posix()}", p.read_bytes()) for p in sorted(folder.rglob("*.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def deployed(aws, airflow_home, tmp_path_factory) -> dict:
+    """A model trained on normal videos, registered with its lineage and deployed by the deploy DAG."""
+    from tests.unit.test_trainer import run_job
+
+    root = tmp_path_factory.mktemp("drift")
+    dataset, frames = make_dataset(root / "trained", videos=6, frames=10, width=192, height=112, prefix="drftrain")
+    s3, sagemaker = aws("s3"), aws("sagemaker")
+    version = upload_dataset(s3, dataset, frames)
+    proc, job_root = run_job(root, {"dataset": dataset, "frames": frames},
+                             {"image_size": 96, "batch_size": 4, "epochs": 2, "warmup_steps": 2})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted((job_root / "model").iterdir()):
+            tar.add(path, arcname=path.name)
+    s3.put_object(Bucket=MODELS, Key="drift-e2e/model.tar.gz", Body=buffer.getvalue())
+    s3.put_object(Bucket=MODELS, Key="drift-e2e/evaluation.json",
+                  Body=(job_root / "model" / "evaluation.json").read_bytes())
+    sagemaker.create_model_package_group(ModelPackageGroupName="drift-e2e")
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName="drift-e2e", ModelApprovalStatus="Approved",
+        InferenceSpecification={"Containers": [{"Image": INFERENCE_IMAGE,
+                                                "ModelDataUrl": f"s3://{MODELS}/drift-e2e/model.tar.gz"}],
+                                "SupportedContentTypes": ["image/jpeg"],
+                                "SupportedResponseMIMETypes": ["application/json"]},
+        ModelMetrics={"ModelQuality": {"Statistics": {"ContentType": "application/json",
+                                                      "S3Uri": f"s3://{MODELS}/drift-e2e/evaluation.json"}}},
+        CustomerMetadataProperties={"dataset_version": version})["ModelPackageArn"]
+    states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "deploy", conf={"model_package_arn": arn})
+    assert states["record"] == "success", output[-6000:]
+    batches = {}
+    # Normal traffic: other moments of the training videos (same scenes: the same theatre, scope and lighting; a
+    # handful of videos cannot stand for all normal surgery). Drift: new videos with smoke or a darker scope.
+    for name, videos, seed, step, scenario in (("normal", 6, 100, 5, "normal"), ("drfsmoke", 2, 400, 4, "smoke"),
+                                               ("drfdark", 1, 500, 4, "dark")):
+        _, folder = make_dataset(root / name, videos=videos, frames=8, width=192, height=112, prefix=name[:8],
+                                 seed=seed, step=step, scenario=scenario)
+        batches[name] = _frames(folder)
+        for key, body in batches[name]:
+            s3.put_object(Bucket="surgical-frames-processed", Key=key, Body=body)
+    return {"version": version, "normal": batches["normal"], "drift": batches["drfsmoke"] + batches["drfdark"]}
+
+
+def _send(aws, frames: list[tuple[str, bytes]], repeat: int = 1) -> None:
+    runtime = aws("sagemaker-runtime")
+    for _ in range(repeat):
+        for key, body in frames:
+            runtime.invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/jpeg", Body=body, InferenceId=key)
+
+
+def _window(airflow_home, local_stack, aws, since: float, conf: dict | None = None) -> tuple[dict, str, dict]:
+    """One drift_retrain run whose monitoring execution (over the traffic sent since ``since``) is started as soon
+    as the run has created or updated the schedule."""
+    result: dict = {}
+    env = {**airflow_home, "AIRFLOW_VAR_PIPELINE_CONFIG": json.dumps(SETTINGS)}
+    sagemaker = aws("sagemaker")
+
+    def modified() -> object:
+        try:
+            return sagemaker.describe_monitoring_schedule(MonitoringScheduleName=SCHEDULE)["LastModifiedTime"]
+        except sagemaker.exceptions.ClientError:
+            return None
+
+    before = modified()
+    thread = threading.Thread(target=lambda: result.update(
+        run=run_dag_test(env, REPO_ROOT / "dags", "drift_retrain", conf=conf or {}, timeout=900)))
+    thread.start()
+    deadline = time.time() + 600
+    # the run's schedule task creates or updates the schedule: from then on, an execution counts for its window
+    while thread.is_alive() and time.time() < deadline and modified() in (None, before):
+        time.sleep(2)
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since - 1))
+    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+    execution = _post(f"http://{local_stack.host}:{local_stack.base_port + 1}/local/monitoring-schedules/{SCHEDULE}"
+                      f"/executions", {"StartTime": start, "EndTime": end})
+    thread.join(timeout=900)
+    states, output = result["run"]
+    Path(f"/tmp/drift_retrain_{time.time():.0f}.log").write_text(output)
+    return states, output, execution
+
+
+def test_normal_traffic_raises_nothing_over_several_windows(aws, airflow_home, local_stack, deployed):
+    for window in range(2):
+        since = time.time()
+        _send(aws, deployed["normal"], repeat=2)
+        states, output, _ = _window(airflow_home, local_stack, aws, since)
+        assert states["assess"] == "success", output[-8000:]
+        assert states["collect"] == "skipped", f"false positive in window {window}: {output[-6000:]}"
+        assert "drift not found" in output
+    summaries = aws("sagemaker").list_monitoring_executions(MonitoringScheduleName=SCHEDULE)[
+        "MonitoringExecutionSummaries"]
+    # Completed, or CompletedWithViolations of the "could not judge" kind (e.g. too few detections to judge the
+    # score distribution): never a drift check, never Failed
+    assert len(summaries) >= 2 and all(s["MonitoringExecutionStatus"] in ("Completed", "CompletedWithViolations")
+                                       for s in summaries), summaries
+
+
+def test_drift_traffic_raises_violations_the_alarm_and_sends_its_videos_to_labeling(aws, airflow_home, local_stack,
+                                                                                    deployed):
+    since = time.time()
+    _send(aws, deployed["drift"], repeat=2)
+    states, output, _ = _window(airflow_home, local_stack, aws, since)
+    assert states["relabel"] == "success", output[-8000:]
+    latest = aws("sagemaker").describe_monitoring_schedule(MonitoringScheduleName=SCHEDULE)[
+        "LastMonitoringExecutionSummary"]
+    assert latest["MonitoringExecutionStatus"] == "CompletedWithViolations", latest
+    assert "constraint violation" in output and "drift FOUND" in output
+    decisions = aws("s3").list_objects_v2(Bucket=MODELS, Prefix="monitoring/decisions/")["Contents"]
+    record = json.loads(aws("s3").get_object(Bucket=MODELS, Key=max(decisions, key=lambda o: o["LastModified"])[
+        "Key"])["Body"].read())
+    assert record["drift"] and record["figures"]["violations"]
+    assert "drfsmoke" in output and "drfdark" in output  # the videos behind the drifted traffic go to labeling
+    # the drift metrics reached CloudWatch, the alarm fires and EventBridge hands the event to the trigger Lambda
+    changes = _post(f"http://{local_stack.host}:{local_stack.base_port}/local/alarms/evaluate", {})
+    alarm = aws("cloudwatch").describe_alarms(AlarmNames=["surgical-input-drift-local"])["MetricAlarms"][0]
+    assert alarm["StateValue"] == "ALARM", (changes, alarm)
+    logs = aws("logs")
+    deadline = time.time() + 60
+    invoked = False
+    while not invoked and time.time() < deadline:
+        groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+        for group in groups:
+            if "trigger" in group["logGroupName"] or "drift" in group["logGroupName"]:
+                events = logs.filter_log_events(logGroupName=group["logGroupName"])["events"]
+                invoked = invoked or any("START" in e["message"] for e in events)
+        time.sleep(2)
+    assert invoked, "the alarm's EventBridge rule did not invoke the trigger Lambda"
