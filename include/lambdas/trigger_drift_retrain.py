@@ -100,7 +100,7 @@ def build_conf(event: dict[str, Any]) -> dict[str, Any]:
         "state": detail["state"]["value"],
         "previous_state": detail.get("previousState", {}).get("value"),
         "state_changed_at": detail["state"]["timestamp"],
-        "reason": detail["state"].get("reason", "")[:1000],
+        "state_reason": detail["state"].get("reason", "")[:1000],  # not "reason": that is the DAG's object param
         "metrics": metrics,
         "endpoint_name": endpoints[0] if len(endpoints) == 1 else None,
         "window": _window(detail, metrics),

@@ -1,0 +1,112 @@
+"""The whole loop under the real scheduler (``make demo``'s ``Loop`` with smaller data): an upload reaches a served
+model through ingest_and_extract -> labeling -> train_and_register -> deploy, driven only by the S3 upload and the
+Assets; drift traffic raises the alarm, the trigger Lambda starts drift_retrain through the REST API and it sends the
+drifted videos back to labeling.
+
+Its own stack and Airflow services on free ports (the trigger Lambda is deployed with that Airflow's URL and login).
+Cut to ~5 minutes on 2 cores: 3 videos of 4 s at 320x192, a ~30 s training with the promotion floor at 0 (the
+gate's maths is covered by tests/unit/test_promotion*.py and the promotion against a champion by
+tests/e2e/test_train_and_register.py), and the chain stops once the labeling run that drift_retrain triggers exists:
+relabel -> retrain -> redeploy are the same DAGs on the same Assets (covered here for the first pass, and each alone in
+test_labeling/test_train_and_register/test_deploy); ``make demo`` and ``bench/loop.py`` run the full loop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from local_aws import airflow_services, stack
+from local_aws.demo import DemoData, Loop, bring_up
+from local_aws.settings import load_settings
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+SMALL = DemoData(
+    videos=3, seconds=4, width=320, height=192, drift_scenarios=("smoke", "dark"), drift_seconds=3, drift_repeat=2,
+    pipeline_config={
+        "training_hyperparameters": {"epochs": 3, "max_train_seconds": 30, "image_size": 160, "batch_size": 8,
+                                     "warmup_steps": 5},
+        "promotion_floor_map50": 0.0, "promotion_resamples": 100, "smoke_test_frames": 4,
+        "drift_bins": 5, "drift_min_sample_size": 30, "drift_baseline_splits": "train,val,test",
+    })
+
+
+@pytest.fixture(scope="module")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    home = tmp_path_factory.mktemp("loop")
+    stack_settings = load_settings(home=home / "aws", base_port=free_port())
+    airflow = airflow_services.load_airflow_settings(stack_settings, home=home / "airflow", port=free_port(1))
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as env:  # bring_up sets the trigger Lambda's LOCAL_AIRFLOW_API_*: undone after
+        for name in ("LOCAL_AIRFLOW_API_URL", "LOCAL_AIRFLOW_API_USERNAME", "LOCAL_AIRFLOW_API_PASSWORD"):
+            env.setenv(name, os.environ.get(name, ""))
+        env.setenv("LOCAL_LAMBDA_RETRY_DELAYS", "0.2,0.2")
+        try:
+            bring_up(stack_settings, airflow, quiet=True)
+            started = time.time()
+            the_loop = Loop(stack_settings, airflow, SMALL, workdir=home / "videos", stage_timeout=400,
+                            retrain=False, say=lines.append)
+            the_loop.ok = the_loop.run()
+            the_loop.log = "\n".join(lines) + "\n" + the_loop.table() + f"\nloop: {time.time() - started:.0f} s"
+            print(the_loop.log)
+            yield the_loop
+        finally:
+            airflow_services.down(airflow)
+            stack.down(stack_settings)
+
+
+def test_the_loop_finishes_every_stage(loop):
+    assert loop.ok, loop.log
+    assert [s for s in loop.stages if not s.ok] == [], loop.log
+
+
+def test_uploads_become_frames_and_a_dataset_version(loop):
+    s3, config = loop.aws("s3"), loop.config
+    for video_id in loop.facts["video_ids"]:
+        manifest = loop.json_object(config.frames_bucket, f"frames/{video_id}/frames.json")
+        assert manifest["frame_count"] == 20, manifest  # 4 s at 5 fps
+        keys = s3.list_objects_v2(Bucket=config.frames_bucket, Prefix=f"frames/{video_id}/")["Contents"]
+        assert sum(k["Key"].endswith(".jpg") for k in keys) == manifest["frame_count"]
+    card = loop.facts["datasets"][0]
+    assert card["frames"] == 60 and card["parent"] is None, card
+    assert loop.json_object(config.annotations_bucket, "datasets/latest.json")["version"] == card["version"]
+
+
+def test_the_model_is_registered_with_metrics_approved_and_served_through_the_gateway(loop):
+    assert loop.ok, loop.log
+    training = loop.facts["trainings"][0]
+    package = loop.aws("sagemaker").describe_model_package(
+        ModelPackageName=training["decision"]["model_package_arn"])
+    assert package["ModelApprovalStatus"] == "Approved", package
+    assert package["CustomerMetadataProperties"]["dataset_version"] == loop.facts["datasets"][0]["version"]
+    evaluation = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
+    bucket, key = evaluation.removeprefix("s3://").split("/", 1)
+    assert 0.0 <= loop.json_object(bucket, key)["map50"] <= 1.0
+    assert training["report_link"], "no Model report extra link on fit.train"
+    endpoint = loop.aws("sagemaker").describe_endpoint(EndpointName=loop.config.endpoint_name)
+    assert endpoint["EndpointStatus"] == "InService"
+    assert loop.facts["deployments"][0]["smoke_test"]["passed"]
+    assert isinstance(loop.facts["detect"]["detections"], list)
+
+
+def test_drift_raises_the_alarm_whose_lambda_runs_drift_retrain_which_relabels_the_drifted_videos(loop):
+    assert loop.ok, loop.log
+    drift = loop.facts["drift"]
+    run = drift["run"]
+    assert run["dag_run_id"].startswith("drift_alarm__") and run["state"] == "success", run
+    assert run["conf"]["trigger"] == "cloudwatch-alarm" and run["conf"]["alarm_name"].endswith("-drift-local")
+    assert drift["verdict"]["drift"] and drift["verdict"]["causes"], drift["verdict"]
+    decisions = loop.aws("s3").list_objects_v2(Bucket=loop.config.models_bucket,
+                                               Prefix="monitoring/decisions/")["Contents"]
+    recorded = [loop.json_object(loop.config.models_bucket, d["Key"]) for d in decisions]
+    assert any(r["run_id"] == run["dag_run_id"] and r["drift"] for r in recorded), json.dumps(recorded)[:2000]
+    assert set(drift["collected"]["video_ids"]) == set(loop.facts["drift_video_ids"])
+    relabel = loop.facts["relabel_run"]
+    assert relabel["dag_run_id"] == f"drift__{run['dag_run_id']}"
+    assert set(relabel["conf"]["video_ids"]) == set(loop.facts["drift_video_ids"]), relabel
