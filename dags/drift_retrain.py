@@ -70,8 +70,7 @@ with DAG(
         schedule = SageMakerMonitoringScheduleOperator(task_id="schedule", config=planned["schedule"])
         execution = SageMakerMonitoringExecutionSensor(
             task_id="execution", schedule_name=CONFIG.monitoring_schedule_name,
-            # the execution covering [start, end) is the one scheduled at the window's end (hourly: the top of the hour)
-            after="{{ ti.xcom_pull(task_ids='plan', key='window')['end'] }}", poke_interval=15,
+            after="{{ ti.xcom_pull(task_ids='plan', key='execution_after') }}", poke_interval=15,
             timeout=2 * 3600, mode="reschedule")
         run_monitor = SageMakerProcessingOperator(task_id="run_monitor", config=planned["monitor"], check_interval=10,
                                                   wait_for_completion=True, action_if_job_exists="timestamp")

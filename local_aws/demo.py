@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from include.config import build_config
 from include.lambdas.s3_to_sqs import video_id_for
@@ -208,7 +209,19 @@ class Loop:
                      f"(production: {build_config('local').promotion_floor_map50:g}): ~1 min of CPU training "
                      "on this little data does not reach a useful mAP, so the gate runs and records its figures "
                      "but approves what it gets")
+            self.fail_stale_runs()
             self.mark_runs(*DAG_IDS)
+
+    def fail_stale_runs(self) -> None:
+        """Runs left queued or running by an earlier session (a stopped demo, an interrupted ``dag.test()`` in the
+        same Airflow home) would hold ``max_active_runs`` and stall this loop: they are marked failed, and said so."""
+        for dag_id in DAG_IDS:
+            for run in self.api.runs(dag_id):
+                if run["state"] in ("queued", "running"):
+                    self.api.request("PATCH", f"/dags/{dag_id}/dagRuns/{quote(run['dag_run_id'], safe='')}",
+                                     {"state": "failed"})
+                    self.say(f"   {dag_id} run {run['dag_run_id']} left {run['state']} by an earlier session: "
+                             f"marked failed")
 
     def generate(self, scenario: str, count: int, seconds: float, tag: str) -> list[Path]:
         d = self.data
@@ -521,12 +534,33 @@ class Loop:
         return "\n".join(lines)
 
 
+def fresh_start(stack_settings: StackSettings, airflow: AirflowSettings) -> None:
+    """The demo shows the pipeline from an empty registry: a champion left by an earlier demo would (rightly) reject
+    this run's first model. The previous demo's services are stopped and its state removed (S3 is moto's memory; the
+    local SageMaker keeps its resources in ``sagemaker/``, Airflow its runs in ``airflow/``); the truth store, the
+    generated videos' cache and the benchmarks' caches stay."""
+    import shutil
+
+    airflow_services.down(airflow)
+    stack.down(stack_settings)
+    removed = [path for path in (stack_settings.home / "sagemaker", airflow.home) if path.exists()]
+    for path in removed:
+        shutil.rmtree(path)
+    if removed:
+        print(f"[fresh start] removed the previous demo's state: {', '.join(str(p) for p in removed)} "
+              f"(--keep-state keeps it)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_aws.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--no-retrain", action="store_true", help="stop once drift_retrain sent the videos back")
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep the previous demo's registry, endpoints and Airflow runs (default: start afresh)")
     args = parser.parse_args(argv)
     stack_settings = load_settings()
     airflow = airflow_services.load_airflow_settings(stack_settings)
+    if not args.keep_state:
+        fresh_start(stack_settings, airflow)
     started = time.time()
     print("[set-up] the local AWS stack and the Airflow services (scheduler, dag-processor, triggerer, api-server)")
     bring_up(stack_settings, airflow)

@@ -75,6 +75,9 @@ def plan(params: Mapping[str, Any], conf: Mapping[str, Any], run_id: str, end: d
     result = {
         "endpoint": config.endpoint_name, "package_arn": package["ModelPackageArn"], "dataset_version": dataset,
         "backend": config.monitoring_backend, "window": {"start": start.isoformat(), "end": end.isoformat()},
+        # The execution to read: for the hourly check, the one scheduled at the window's end (it covers the window);
+        # for an alarm's run, the one that raised the alarm, scheduled within the alarm's window.
+        "execution_after": (start if trigger else end).isoformat(),
         "baseline": None if has_baseline else monitoring.baseline_request(config, dataset, evaluation, run_id),
         "schedule": monitoring.schedule_request(config, dataset),
         "monitor": monitoring.processing_monitor_request(config, dataset, start, end, captures, run_id)
