@@ -16,7 +16,7 @@ bootstraps a detection metric; the interval itself comes from ``scipy.stats.boot
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -213,13 +213,20 @@ def promotion_decision(candidate: Iterable[dict[str, Any]], champion: Iterable[d
     if champion is None:
         reasons.append("no champion yet: the floor alone decides")
         return Decision(approved, reasons, figures)
-    champ = match(champion, classes, unit=policy.unit)
+    unit = policy.unit
+    if unit == "video" and len(set(cand.units)) < 2:
+        # One test video cannot be resampled: resample its frames (a narrower interval than videos would give, as
+        # frames of one video are not independent) rather than decide on a point estimate; recorded in the figures.
+        unit = "frame"
+        cand = match(candidate, classes, unit=unit)
+        figures.update(unit="frame (the test set has one video)", test_units=len(set(cand.units)))
+    champ = match(champion, classes, unit=unit)
     if champ.image_ids != cand.image_ids:
         raise DifferentTestSets(f"candidate scored on {len(cand.image_ids)} images, champion on "
                               f"{len(champ.image_ids)}: re-evaluate the champion on the candidate's test set")
     champ_classes = class_ap50(champ)
     champ_map = map50(champ)
-    low, high = difference_interval(cand, champ, policy)
+    low, high = difference_interval(cand, champ, replace(policy, unit=unit))
     figures.update({"champion_map50": round(champ_map, 4), "champion_class_ap50": _rounded(champ_classes),
                     "difference": round(cand_map - champ_map, 4),
                     "difference_ci": [round(low, 4), round(high, 4)], "confidence": policy.confidence,

@@ -374,7 +374,7 @@ class Loop:
             key = f"frames/{video_id}/{manifest['frames'][0]['file']}"
             frame = self.aws("s3").get_object(Bucket=self.config.frames_bucket, Key=key)["Body"].read()
             answer = _post(f"{self.stack.api_gateway_url}/detect", {"image": base64.b64encode(frame).decode()})
-            self.answered_at = time.time()
+            self.answered_at = self.answered_at or time.time()  # the first answer: upload -> endpoint answering
             detections = answer.get("detections", [])
             self.say(f"   POST {self.stack.api_gateway_url}/detect ({key}): {len(detections)} "
                      f"detection(s): {json.dumps(detections[:3])}")

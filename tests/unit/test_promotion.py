@@ -77,3 +77,10 @@ def test_the_rule_never_approves_a_worse_or_below_floor_candidate(seed_a, seed_b
 def test_a_candidate_never_beats_itself(seed, skill):
     images = synthetic_eval(seed, skill, videos=4, frames=4)
     assert not promotion_decision(images, images, CLASSES, PromotionPolicy(floor_map50=0.0, resamples=200)).approved
+
+
+def test_a_one_video_test_set_is_resampled_by_frames_not_decided_on_a_point_estimate():
+    candidate, champion = synthetic_eval(1, 0.95, videos=1, frames=16), synthetic_eval(2, 0.6, videos=1, frames=16)
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.0, resamples=300))
+    low, high = decision.figures["difference_ci"]
+    assert decision.figures["unit"].startswith("frame") and low < high
