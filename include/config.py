@@ -74,7 +74,7 @@ class PipelineConfig:
     deploy_requires_approval: bool = False  # prod: a person approves in the Airflow UI before the endpoint changes
     smoke_test_frames: int = 8
     smoke_min_agreement: float = 0.9  # share of boxes the endpoint and the package's evaluation agree on
-    smoke_latency_budget_ms: float = 1000.0  # p95 per frame through InvokeEndpoint
+    smoke_latency_budget_ms: float = 3000.0  # p95 per frame through InvokeEndpoint (local: a busy laptop; prod: 200)
     # Gates: the mAP promotion rule (include/promotion.py)
     promotion_floor_map50: float = 0.8
     promotion_max_class_regression: float = 0.05

@@ -40,9 +40,12 @@ def main() -> int:
     parse_seconds = {}
     for path in sorted(dags_folder.glob("*.py")):
         parse(path)  # warm: Airflow's and the provider's imports are paid once per parsing process
-        started = time.perf_counter()
-        parse(path)
-        parse_seconds[path.name] = time.perf_counter() - started
+        timings = []
+        for _ in range(3):  # the best of three: a busy CPU only adds noise to a parse
+            started = time.perf_counter()
+            parse(path)
+            timings.append(time.perf_counter() - started)
+        parse_seconds[path.name] = min(timings)
     report = {
         "import_errors": {str(k): v for k, v in bag.import_errors.items()},
         "aws_calls": calls,

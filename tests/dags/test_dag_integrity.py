@@ -47,9 +47,12 @@ def test_each_file_parses_fast(dagbag, path):
     from airflow.dag_processing.dagbag import DagBag
 
     DagBag(dag_folder=str(path))  # warm: Airflow and provider imports are paid once per parsing process
-    started = time.perf_counter()
-    DagBag(dag_folder=str(path))
-    assert time.perf_counter() - started < 0.3
+    timings = []
+    for _ in range(3):  # the best of three: a parse is not slower than its fastest run, a busy CPU only adds noise
+        started = time.perf_counter()
+        DagBag(dag_folder=str(path))
+        timings.append(time.perf_counter() - started)
+    assert min(timings) < 0.3, timings
 
 
 def test_conventions(dagbag):
