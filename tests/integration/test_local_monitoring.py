@@ -201,7 +201,8 @@ def test_drift_alarm_goes_to_alarm_and_eventbridge_delivers_the_event_to_a_lambd
     events.put_targets(Rule=f"mon-rule-{suffix}", Targets=[{"Id": "recorder", "Arn": function["FunctionArn"]}])
 
     status, body = _post(f"{local_stack.moto_url}/local/alarms/evaluate", {"AlarmNames": [alarm]})
-    assert status == 200 and [c["StateValue"] for c in body["StateChanges"]] == ["ALARM"], body
+    # the evaluator thread (every 5 s) may have changed the state before this call: then this call changes nothing
+    assert status == 200 and [c["StateValue"] for c in body["StateChanges"]] in (["ALARM"], []), body
     described = cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]
     assert described["StateValue"] == "ALARM"
     assert described["StateReason"].startswith("Threshold Crossed: 1 datapoint [3 (")
