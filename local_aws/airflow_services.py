@@ -281,14 +281,17 @@ class AirflowApi:
 
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """``method /api/v2<path>``; logs in (again, when the token expired) as needed."""
-        for attempt in range(2):
+        for attempt in range(4):
             self._token = self._token or self.token()
             try:
                 return self._send(method, f"/api/v2{path}", body, self._token)
             except AirflowApiError as exc:
-                if exc.status != 401 or attempt:
+                if exc.status == 401 and not attempt:
+                    self._token = None
+                elif exc.status == 500 and "Database error" in str(exc) and attempt < 3:
+                    time.sleep(1 + attempt)  # SQLite is locked by the scheduler for a moment: try again
+                else:
                     raise
-                self._token = None
         raise AssertionError("unreachable")
 
     def _send(self, method: str, path: str, body: Any, token: str | None) -> Any:
