@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from include.config import PipelineConfig
+from include.s3 import split_uri
 
 TRAINER = "trainer"
 INFERENCE = "inference"
@@ -155,9 +156,9 @@ def tuning_job_request(config: PipelineConfig, dataset_version: str, hps: Mappin
 
 
 # -- after training ------------------------------------------------------------------------------------------------
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
+def report_key(job_name: str, file: str = "index.html") -> str:
+    """Where a training job's report is published in the models bucket (``index.html``, the plots beside it)."""
+    return f"reports/{job_name}/{file}"
 
 
 def evaluation_uri(config: PipelineConfig, job_name: str) -> str:
@@ -173,13 +174,12 @@ def publish_evaluation(s3: Any, config: PipelineConfig, job: Mapping[str, Any]) 
                                  f"{job.get('FailureReason', 'no reason given')}")
     name = job["TrainingJobName"]
     model_uri = job["ModelArtifacts"]["S3ModelArtifacts"]
-    bucket, key = _split(model_uri)
+    bucket, key = split_uri(model_uri)
     output_key = key.rsplit("/", 1)[0] + "/output.tar.gz"
     evaluation = _member(s3, bucket, output_key, "evaluation.json")
     document = json.loads(evaluation)
-    target_bucket, target_key = _split(evaluation_uri(config, name))
+    target_bucket, target_key = split_uri(evaluation_uri(config, name))
     s3.put_object(Bucket=target_bucket, Key=target_key, Body=evaluation, ContentType="application/json")
-    report_prefix = f"reports/{name}/"
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
         for member in tar.getmembers():
@@ -187,11 +187,11 @@ def publish_evaluation(s3: Any, config: PipelineConfig, job: Mapping[str, Any]) 
             if member.isfile() and path.startswith("report/"):
                 content_type = {"html": "text/html", "png": "image/png", "json": "application/json"}.get(
                     path.rsplit(".", 1)[-1], "application/octet-stream")
-                s3.put_object(Bucket=config.models_bucket, Key=report_prefix + path.removeprefix("report/"),
+                s3.put_object(Bucket=config.models_bucket, Key=report_key(name, path.removeprefix("report/")),
                               Body=tar.extractfile(member).read(), ContentType=content_type)
     metrics = {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}
     return {"training_job": name, "model_data": model_uri, "evaluation_uri": evaluation_uri(config, name),
-            "report_uri": f"s3://{config.models_bucket}/{report_prefix}index.html",
+            "report_uri": f"s3://{config.models_bucket}/{report_key(name)}",
             "dataset_version": document.get("dataset_version"), "map50": document["map50"], "map": document["map"],
             "job_metrics": metrics}
 

@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -48,7 +47,7 @@ from typing import Any
 
 from local_aws.airflow_local import DAGS, PLUGINS, airflow_environment
 from local_aws.settings import REPO_ROOT, StackSettings, load_settings
-from local_aws.stack import StackError, _alive, _port_free, _read_pid
+from local_aws.stack import StackError, _alive, _port_free, _read_pid, stop_process_group
 
 # Start order: the api-server first (the others report to it and the executor's tasks call its execution API).
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -228,20 +227,7 @@ def down(settings: AirflowSettings | None = None) -> None:
     """Stop the components (scheduler first, so no new task starts; the api-server last) and their children."""
     settings = settings or load_airflow_settings()
     for component in ("scheduler", "triggerer", "dag-processor", "api-server"):
-        pid_file = _pid_file(settings, component)
-        pid = _read_pid(pid_file)
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGTERM)  # type: ignore[arg-type]
-            except ProcessLookupError:
-                pass
-            deadline = time.time() + 20
-            while _alive(pid) and time.time() < deadline:
-                time.sleep(0.1)
-            if _alive(pid):
-                os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
-            print(f"  {component:<14} stopped (pid {pid})")
-        pid_file.unlink(missing_ok=True)
+        stop_process_group(_pid_file(settings, component), f"{component:<14}", grace_s=20)
 
 
 def status(settings: AirflowSettings | None = None) -> bool:

@@ -149,21 +149,26 @@ def _start(settings: StackSettings, service: Service) -> int:
     raise StackError(f"{service.name} did not become healthy within 60 s; see {log_file}")
 
 
-def _stop(settings: StackSettings, service: Service) -> None:
-    pid_file = _pid_file(settings, service)
+def stop_process_group(pid_file: Path, label: str, grace_s: float) -> None:
+    """Stop the process group a pid file names (SIGTERM, then SIGKILL after ``grace_s``) and remove the file."""
     pid = _read_pid(pid_file)
     if _alive(pid):
         try:
             os.killpg(pid, signal.SIGTERM)  # type: ignore[arg-type]
         except ProcessLookupError:
             pass
-        deadline = time.time() + 10
+        deadline = time.time() + grace_s
         while _alive(pid) and time.time() < deadline:
             time.sleep(0.1)
         if _alive(pid):
             os.killpg(pid, signal.SIGKILL)  # type: ignore[arg-type]
-        print(f"  {service.name:<10} stopped (pid {pid})")
+        print(f"  {label} stopped (pid {pid})")
     pid_file.unlink(missing_ok=True)
+
+
+def _stop(settings: StackSettings, service: Service) -> None:
+    pid_file = _pid_file(settings, service)
+    stop_process_group(pid_file, f"{service.name:<10}", grace_s=10)
     pid_file.with_suffix(".code").unlink(missing_ok=True)
 
 

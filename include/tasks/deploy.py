@@ -10,6 +10,7 @@ from typing import Any
 
 from include import deploy, training
 from include.config import load_config
+from include.s3 import read_json
 
 log = logging.getLogger(__name__)
 AWS_CONN_ID = "aws_default"
@@ -101,8 +102,7 @@ def smoke_test(planned: Mapping[str, Any]) -> dict[str, Any]:
     """Held-out test frames of the package's evaluation through InvokeEndpoint: same boxes, latency in budget."""
     config = load_config()
     s3, _, runtime = _clients()
-    bucket, _, key = planned["evaluation_uri"].removeprefix("s3://").partition("/")
-    evaluation = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    evaluation = read_json(s3, planned["evaluation_uri"])
     images = sorted(evaluation["images"], key=lambda i: i["file_name"])
     step = max(1, len(images) // max(1, config.smoke_test_frames))
     chosen = images[::step][:config.smoke_test_frames]

@@ -10,6 +10,7 @@ from typing import Any
 
 from include import monitoring
 from include.config import load_config
+from include.s3 import prefix_exists, read_json_if_exists, split_uri
 
 log = logging.getLogger(__name__)
 AWS_CONN_ID = "aws_default"
@@ -24,21 +25,6 @@ def _clients() -> tuple[Any, Any, Any]:
             AwsBaseHook(aws_conn_id=AWS_CONN_ID, client_type="cloudwatch").conn)
 
 
-def _json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        return None
-    except s3.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey"):
-            return None
-        raise
-
-
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
-
-
 def plan(params: Mapping[str, Any], conf: Mapping[str, Any], run_id: str, end: datetime | None) -> dict[str, Any]:
     """What is deployed, its baseline (built if missing), the window, and the monitor request of the backend.
 
@@ -48,7 +34,7 @@ def plan(params: Mapping[str, Any], conf: Mapping[str, Any], run_id: str, end: d
 
     config = load_config()
     s3, sagemaker, _ = _clients()
-    deployed = _json(s3, config.models_bucket, f"deployments/{config.endpoint_name}/latest.json")
+    deployed = read_json_if_exists(s3, config.models_bucket, f"deployments/{config.endpoint_name}/latest.json")
     if not deployed:
         raise AirflowSkipException(f"nothing deployed on {config.endpoint_name}: nothing to monitor")
     package = sagemaker.describe_model_package(ModelPackageName=deployed["model_package_arn"])
@@ -66,12 +52,10 @@ def plan(params: Mapping[str, Any], conf: Mapping[str, Any], run_id: str, end: d
     if window.get("start"):
         start = min(start, datetime.fromisoformat(window["start"]).astimezone(UTC))
         hours = max(hours, int((end - start).total_seconds() // 3600) + 1)
-    baseline_key = monitoring.baseline_prefix(config, dataset).split(f"{config.models_bucket}/", 1)[1]
-    has_baseline = _exists(s3, config.models_bucket, f"{baseline_key}/constraints.json")
+    has_baseline = prefix_exists(s3, *split_uri(f"{monitoring.baseline_prefix(config, dataset)}/constraints.json"))
     captures = [f"s3://{config.models_bucket}/{monitoring.capture_prefix(config)}AllTraffic/"
                 f"{hour.strftime('%Y/%m/%d/%H')}/" for hour in monitoring.window_hours(end, hours + 1)]
-    captures = [uri for uri in captures if _exists(s3, config.models_bucket, uri.split(f"{config.models_bucket}/",
-                                                                                      1)[1])]
+    captures = [uri for uri in captures if prefix_exists(s3, *split_uri(uri))]
     result = {
         "endpoint": config.endpoint_name, "package_arn": package["ModelPackageArn"], "dataset_version": dataset,
         "backend": config.monitoring_backend, "window": {"start": start.isoformat(), "end": end.isoformat()},
@@ -99,10 +83,10 @@ def monitor_route(planned: Mapping[str, Any]) -> list[str]:
 
 
 def _violations(s3: Any, output_uri: str) -> tuple[dict | None, dict | None]:
-    bucket, _, prefix = output_uri.removeprefix("s3://").partition("/")
+    bucket, prefix = split_uri(output_uri)
     prefix = prefix.rstrip("/")
-    return (_json(s3, bucket, f"{prefix}/constraint_violations.json"),
-            _json(s3, bucket, f"{prefix}/statistics.json"))
+    return (read_json_if_exists(s3, bucket, f"{prefix}/constraint_violations.json"),
+            read_json_if_exists(s3, bucket, f"{prefix}/statistics.json"))
 
 
 def assess(planned: Mapping[str, Any], execution: Mapping[str, Any] | None, processing: Mapping[str, Any] | None,
@@ -141,7 +125,7 @@ def collect(planned: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     s3, _, _ = _clients()
     lines: list[str] = []
     for uri in planned["captures"]:
-        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        bucket, prefix = split_uri(uri)
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             for item in page.get("Contents", []):
                 lines += s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().decode(

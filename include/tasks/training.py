@@ -9,6 +9,7 @@ from typing import Any
 
 from include import training
 from include.config import load_config
+from include.s3 import key_exists, read_json, split_uri
 
 log = logging.getLogger(__name__)
 AWS_CONN_ID = "aws_default"
@@ -21,30 +22,15 @@ def _clients() -> tuple[Any, Any]:
     return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn(), SageMakerHook(aws_conn_id=AWS_CONN_ID).conn
 
 
-def _read_json(s3: Any, uri: str) -> dict[str, Any]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-def _exists(s3: Any, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-
-
 def dataset_version(s3: Any, bucket: str, requested: str | None, events: list[Mapping[str, Any]]) -> str:
     """The version to train on: the run's param, else the newest `dataset` Asset event, else ``latest.json``."""
     version = requested or next((e["version"] for e in reversed(events) if e.get("version")), None)
     if not version:
-        if not _exists(s3, bucket, "datasets/latest.json"):
+        if not key_exists(s3, bucket, "datasets/latest.json"):
             raise training.TrainingInputError(f"no dataset version: s3://{bucket}/datasets/ has no latest.json "
                                               f"(run the labeling DAG first, or pass dataset_version)")
-        version = _read_json(s3, f"s3://{bucket}/datasets/latest.json")["version"]
-    if not _exists(s3, bucket, f"datasets/{version}/card.json"):
+        version = read_json(s3, f"s3://{bucket}/datasets/latest.json")["version"]
+    if not key_exists(s3, bucket, f"datasets/{version}/card.json"):
         raise training.TrainingInputError(f"dataset version {version!r} does not exist (no "
                                           f"s3://{bucket}/datasets/{version}/card.json)")
     return version
@@ -123,7 +109,7 @@ def champion(package_arn: str, candidate: Mapping[str, Any], run_id: str) -> dic
     if package["ModelApprovalStatus"] != "PendingManualApproval" or current is None:
         log.info("no re-evaluation: %s", "the candidate was decided before" if current else "no champion yet")
         return {**none, "champion": current and current["ModelPackageArn"]}
-    own = _read_json(s3, current["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"])
+    own = read_json(s3, current["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"])
     version = candidate["dataset_version"]
     if own.get("dataset_version") == version:
         log.info("champion %s was scored on dataset %s too: its own evaluation is comparable",
@@ -131,8 +117,7 @@ def champion(package_arn: str, candidate: Mapping[str, Any], run_id: str) -> dic
         return {**none, "champion": current["ModelPackageArn"]}
     request = training.champion_evaluation_request(config, current, version, run_id)
     uri = training.champion_evaluation_prefix(config, current["ModelPackageVersion"], version) + "/evaluation.json"
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    if _exists(s3, bucket, key):
+    if key_exists(s3, *split_uri(uri)):
         log.info("champion %s already re-scored on dataset %s: %s", current["ModelPackageArn"], version, uri)
         request = None
     else:

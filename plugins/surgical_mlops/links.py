@@ -30,13 +30,17 @@ EVALUATE_TASK_ID = "evaluate"
 
 def report_uri_for_job(training_job: str, models_bucket: str) -> str:
     """Where ``publish_evaluation`` puts a training job's report."""
-    return f"s3://{models_bucket}/reports/{training_job}/index.html"
+    from include.training import report_key
+
+    return f"s3://{models_bucket}/{report_key(training_job)}"
 
 
 def report_url(report_uri: str, environ: Mapping[str, str] | None = None) -> str:
     """The browser URL of an ``s3://`` report: the local gateway's route, else the S3 console's object page."""
     environ = os.environ if environ is None else environ
-    bucket, _, key = report_uri.removeprefix("s3://").partition("/")
+    from include.s3 import split_uri
+
+    bucket, key = split_uri(report_uri)
     local = environ.get("MODEL_REPORTS_BASE_URL")
     if local:
         return f"{local.rstrip('/')}/{quote(key)}"

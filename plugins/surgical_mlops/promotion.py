@@ -18,11 +18,6 @@ from airflow.providers.amazon.aws.operators.sagemaker import SageMakerBaseOperat
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
-
-
 class MapPromotionOperator(SageMakerBaseOperator):
     """
     Approve a model package version only if the mAP promotion rule says it beats the champion.
@@ -59,17 +54,14 @@ class MapPromotionOperator(SageMakerBaseOperator):
                 "seed": int(self.seed)}
 
     def _read_json(self, uri: str) -> dict:
-        bucket, key = _split(uri)
+        bucket, key = S3Hook.parse_s3_url(uri)
         return json.loads(S3Hook(aws_conn_id=self.aws_conn_id).read_key(key, bucket))
 
     def champion(self, group: str) -> dict | None:
         """The latest Approved version of the group other than the candidate."""
-        response = self.hook.conn.list_model_packages(ModelPackageGroupName=group, ModelApprovalStatus="Approved",
-                                                      SortBy="CreationTime", SortOrder="Descending", MaxResults=10)
-        for summary in response["ModelPackageSummaryList"]:
-            if summary["ModelPackageArn"] != self.model_package_arn:
-                return self.hook.conn.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
-        return None
+        from include.training import latest_approved
+
+        return latest_approved(self.hook.conn, group, exclude=self.model_package_arn)
 
     def execute(self, context: Any) -> dict:
         from include.promotion import PromotionPolicy, evaluation_records, promotion_decision
@@ -97,7 +89,7 @@ class MapPromotionOperator(SageMakerBaseOperator):
         record = {"model_package_arn": self.model_package_arn,
                   "champion_package_arn": champion_package["ModelPackageArn"] if champion_package else None,
                   "dataset_version": candidate.get("dataset_version"), **decision.to_dict()}
-        bucket, key = _split(self.evaluation_uri)
+        bucket, key = S3Hook.parse_s3_url(self.evaluation_uri)
         S3Hook(aws_conn_id=self.aws_conn_id).load_string(json.dumps(record, indent=2), key.rsplit("/", 1)[0] +
                                                          "/promotion.json", bucket, replace=True)
         status = "Approved" if decision.approved else "Rejected"
@@ -107,7 +99,7 @@ class MapPromotionOperator(SageMakerBaseOperator):
         return record
 
     def _recorded(self, package: dict) -> dict:
-        bucket, key = _split(self.evaluation_uri)
+        bucket, key = S3Hook.parse_s3_url(self.evaluation_uri)
         path = key.rsplit("/", 1)[0] + "/promotion.json"
         s3 = S3Hook(aws_conn_id=self.aws_conn_id)
         record = json.loads(s3.read_key(path, bucket)) if s3.check_for_key(path, bucket) else {

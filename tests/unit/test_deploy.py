@@ -3,25 +3,18 @@ deploy, data capture and KMS, and the smoke test's box agreement (a property: ag
 
 from __future__ import annotations
 
-import botocore.session
-from botocore.validate import ParamValidator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from include import deploy
 from include.config import build_config
+from tests.sagemaker_api import valid
 
 CONFIG = build_config("local")
-MODEL = botocore.session.get_session().get_service_model("sagemaker")
 PACKAGE = {"ModelPackageArn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/surgical-detector/3",
            "ModelPackageVersion": 3, "InferenceSpecification": {"Containers": [
                {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/surgical-mlops/inference:latest",
                 "ModelDataUrl": "s3://surgical-models/training/j/output/model.tar.gz"}]}}
-
-
-def valid(operation: str, request: dict) -> None:
-    report = ParamValidator().validate(request, MODEL.operation_model(operation).input_shape)
-    assert not report.has_errors(), report.generate_report()
 
 
 def test_names_are_deterministic_and_change_with_what_is_deployed():

@@ -7,21 +7,14 @@ import base64
 import json
 from datetime import UTC, datetime
 
-import botocore.session
-from botocore.validate import ParamValidator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from include import monitoring
 from include.config import build_config
+from tests.sagemaker_api import valid
 
 CONFIG = build_config("local")
-MODEL = botocore.session.get_session().get_service_model("sagemaker")
-
-
-def valid(operation: str, request: dict) -> None:
-    report = ParamValidator().validate(request, MODEL.operation_model(operation).input_shape)
-    assert not report.has_errors(), report.generate_report()
 
 
 def test_the_requests_are_valid_for_both_backends():

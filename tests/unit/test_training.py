@@ -8,21 +8,14 @@ import json
 import tarfile
 
 import boto3
-import botocore.session
 import pytest
-from botocore.validate import ParamValidator
 
 from include import training
 from include.config import build_config
 from include.promotion import evaluation_records
+from tests.sagemaker_api import valid
 
 CONFIG = build_config("local")
-MODEL = botocore.session.get_session().get_service_model("sagemaker")
-
-
-def valid(operation: str, request: dict) -> None:
-    report = ParamValidator().validate(request, MODEL.operation_model(operation).input_shape)
-    assert not report.has_errors(), report.generate_report()
 
 
 def test_hyperparameters_are_the_configs_then_the_runs_all_strings():
