@@ -17,6 +17,7 @@ from typing import Any
 
 ENVIRONMENTS = ("local", "dev", "prod")
 AIRFLOW_VARIABLE = "pipeline_config"
+LABELING_BACKENDS = ("ground_truth", "label_studio")
 
 
 class ConfigError(ValueError):
@@ -56,6 +57,10 @@ class PipelineConfig:
     workteam_name: str = "surgical-annotators"
     labeling_workers: int = 3
     review_confidence_threshold: float = 0.6  # a frame with a box below this goes through the review job
+    # "ground_truth" (SageMaker Ground Truth) or "label_studio" (self-hosted, connection label_studio_default);
+    # docs/labeling-backends.md. A labeling run's `backend` param overrides it.
+    labeling_backend: str = "ground_truth"
+    pre_annotation_min_score: float = 0.3  # Label Studio: the champion's boxes at or above this score are suggested
     # Training: the trainer's hyperparameters (containers/trainer/README.md) over its defaults; a run's params win.
     training_instance_type: str = "ml.g4dn.xlarge"
     training_hyperparameters: Mapping[str, Any] = field(
@@ -188,6 +193,9 @@ def build_config(env: str | None = None, overrides: Mapping[str, Any] | None = N
         if name not in defaults:
             raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(defaults))}")
         values[name] = _coerce(name, value, defaults[name])
+    if values.get("labeling_backend", PipelineConfig.labeling_backend) not in LABELING_BACKENDS:
+        raise ConfigError(f"setting 'labeling_backend' must be one of {', '.join(LABELING_BACKENDS)}, "
+                          f"got {values['labeling_backend']!r}")
     return PipelineConfig(**values)
 
 

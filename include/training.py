@@ -1,5 +1,6 @@
 """train_and_register's requests and records: the training (or tuning) job, the evaluation in S3, the model package
-version with its metrics and lineage, and the champion's re-evaluation on the candidate's test set.
+version with its metrics and lineage, the champion's re-evaluation on the candidate's test set, and its batch
+predictions that pre-annotate new frames.
 
 Pure functions of the config and the inputs (no AWS call), except :func:`publish_evaluation` and
 :func:`find_package`, which take the clients they use. Names are deterministic so that a retry or a re-run finds the
@@ -14,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Mapping
@@ -259,34 +261,65 @@ def champion_evaluation_request(config: PipelineConfig, champion: Mapping[str, A
     """The CreateProcessingJob request that scores the champion on ``dataset_version``'s test split with the
     trainer image's ``evaluate`` command (containers/trainer/evaluate.py)."""
     version = champion["ModelPackageVersion"]
-    name = f"eval-champion-v{version}-{dataset_version[:16]}"
-    model_data = champion["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    return _trainer_processing(
+        config, f"eval-champion-v{version}-{dataset_version[:16]}", champion, "evaluate",
+        [_processing_input("dataset", f"s3://{config.annotations_bucket}/datasets/{dataset_version}/"),
+         _processing_input("frames", f"s3://{config.frames_bucket}/frames/")],
+        ("evaluation", f"{PROCESSING}/evaluation", champion_evaluation_prefix(config, version, dataset_version)),
+        {"dataset_version": dataset_version, "dag_run_id": run_id[:256], "model_package_version": str(version)})
 
-    def source(input_name: str, uri: str) -> dict[str, Any]:
-        return {"InputName": input_name, "S3Input": {
-            "S3Uri": uri, "LocalPath": f"{PROCESSING}/input/{input_name}", "S3DataType": "S3Prefix",
-            "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
 
+def prediction_request(config: PipelineConfig, package: Mapping[str, Any], manifest_uri: str, output_uri: str,
+                       job_name: str, run_id: str) -> dict[str, Any]:
+    """The CreateProcessingJob request that pre-annotates new frames with a model package (the champion) through the
+    trainer image's ``predict`` command (containers/trainer/predict.py): the frames are the objects ``manifest_uri``
+    lists (a SageMaker manifest file: ``[{"prefix": "s3://..."}, "relative/key.jpg", ...]``), and
+    ``predictions.jsonl`` + ``predictions_summary.json`` land under ``output_uri``."""
+    if len(job_name) > 63 or not _JOB_NAME.fullmatch(job_name):
+        raise TrainingInputError(f"bad processing job name {job_name!r}: at most 63 letters, digits and hyphens, "
+                                 "starting and ending with a letter or digit")
+    version = package.get("ModelPackageVersion")
+    request = _trainer_processing(
+        config, job_name, package, "predict",
+        [_processing_input("frames", manifest_uri, "ManifestFile")],
+        ("predictions", f"{PROCESSING}/output", output_uri),
+        {"dag_run_id": run_id[:256], **({"model_package_version": str(version)} if version is not None else {})})
+    request["AppSpecification"]["ContainerArguments"] += ["--min-score", str(config.pre_annotation_min_score)]
+    return request
+
+
+_JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+
+def _processing_input(name: str, uri: str, data_type: str = "S3Prefix") -> dict[str, Any]:
+    return {"InputName": name, "S3Input": {
+        "S3Uri": uri, "LocalPath": f"{PROCESSING}/input/{name}", "S3DataType": data_type, "S3InputMode": "File",
+        "S3DataDistributionType": "FullyReplicated"}}
+
+
+def _trainer_processing(config: PipelineConfig, name: str, package: Mapping[str, Any], command: str,
+                        inputs: list[dict[str, Any]], output: tuple[str, str, str],
+                        tags: Mapping[str, str]) -> dict[str, Any]:
+    """A Processing job of the trainer image running ``command`` on the package's model (input ``model``) and
+    ``inputs`` (each passed as ``--<name> <path>``), writing ``output`` = (name, local path, S3 URI): encrypted,
+    network-isolated, tagged."""
+    output_name, output_path, output_uri = output
+    model_data = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    inputs = [_processing_input("model", model_data), *inputs]
+    arguments = [command, *(a for i in inputs for a in (f"--{i['InputName']}", i["S3Input"]["LocalPath"])),
+                 "--output", output_path]
     return {
         "ProcessingJobName": name,
         "RoleArn": config.sagemaker_role_arn,
-        "AppSpecification": {"ImageUri": config.image_uri(TRAINER), "ContainerArguments": [
-            "evaluate", "--model", f"{PROCESSING}/input/model", "--dataset", f"{PROCESSING}/input/dataset",
-            "--frames", f"{PROCESSING}/input/frames", "--output", f"{PROCESSING}/evaluation"]},
-        "ProcessingInputs": [
-            source("model", model_data),
-            source("dataset", f"s3://{config.annotations_bucket}/datasets/{dataset_version}/"),
-            source("frames", f"s3://{config.frames_bucket}/frames/"),
-        ],
-        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "evaluation", "S3Output": {
-            "S3Uri": champion_evaluation_prefix(config, version, dataset_version),
-            "LocalPath": f"{PROCESSING}/evaluation", "S3UploadMode": "EndOfJob"}}], **_kms(config, "KmsKeyId")},
+        "AppSpecification": {"ImageUri": config.image_uri(TRAINER), "ContainerArguments": arguments},
+        "ProcessingInputs": inputs,
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": output_name, "S3Output": {
+            "S3Uri": output_uri, "LocalPath": output_path, "S3UploadMode": "EndOfJob"}}], **_kms(config, "KmsKeyId")},
         "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": config.evaluation_instance_type,
                                                   "VolumeSizeInGB": 30, **_kms(config, "VolumeKmsKeyId")}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         "NetworkConfig": {"EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True},
-        "Tags": _tags(config, {"dataset_version": dataset_version, "dag_run_id": run_id[:256],
-                               "model_package_version": str(version)}),
+        "Tags": _tags(config, tags),
     }
 
 

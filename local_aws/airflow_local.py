@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from local_aws.label_studio import server as label_studio
 from local_aws.settings import REPO_ROOT, StackSettings
 
 DAGS = REPO_ROOT / "dags"
@@ -25,7 +26,8 @@ def airflow_environment(settings: StackSettings, home: Path) -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings.aws_environment(),
            "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws"}', "PYTHONPATH": str(REPO_ROOT)}
+           "AIRFLOW_CONN_AWS_DEFAULT": '{"conn_type": "aws"}', "PYTHONPATH": str(REPO_ROOT),
+           **label_studio.airflow_environment(settings)}
     if not (home / "airflow.db").exists():
         subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], env=env, check=True,
                        capture_output=True)

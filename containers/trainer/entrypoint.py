@@ -1,15 +1,17 @@
-"""Entrypoint of the trainer: ``python /opt/program/entrypoint.py train`` (SageMaker Training) or
-``... evaluate [options]`` (a SageMaker Processing job scoring a model on a test split: see ``evaluate.py``).
+"""Entrypoint of the trainer: ``python /opt/program/entrypoint.py train`` (SageMaker Training),
+``... evaluate [options]`` (a SageMaker Processing job scoring a model on a test split: see ``evaluate.py``) or
+``... predict [options]`` (a SageMaker Processing job pre-annotating new frames: see ``predict.py``).
 
 SageMaker starts a training image with the argument ``train``. Exit 0 with the model folder written (see
 ``train.py``); exit 1 with the reason in ``$SM_OUTPUT_DIR/failure`` (SageMaker's ``FailureReason``): a missing channel,
-an empty dataset, a NaN loss, bad hyperparameters; exit 2 for a command other than ``train`` or ``evaluate``.
+an empty dataset, a NaN loss, bad hyperparameters; exit 2 for a command other than these three.
 SIGTERM (StopTrainingJob, MaxRuntimeInSeconds) ends the job at once: the checkpoint of the last finished epoch is in
 ``$SM_CHECKPOINT_DIR``, and the next job with the same checkpoint location resumes from it.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -17,6 +19,7 @@ import traceback
 from pathlib import Path
 
 DEFAULT_OUTPUT_DIR = "/opt/ml/output"
+PROCESSING_COMMANDS = ("evaluate", "predict")  # modules of this folder with run(argv)
 
 
 def output_dir() -> Path:
@@ -40,14 +43,13 @@ def _terminate(signum: int, _frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] not in (["train"], ["evaluate"]):
-        return fail(f"bad arguments: expected 'train' or 'evaluate', got {' '.join(argv) or 'nothing'}", code=2)
+    if argv[:1] not in (["train"], *([c] for c in PROCESSING_COMMANDS)):
+        return fail(f"bad arguments: expected 'train', 'evaluate' or 'predict', got {' '.join(argv) or 'nothing'}",
+                    code=2)
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        if argv[0] == "evaluate":
-            import evaluate
-
-            evaluate.run(argv[1:])
+        if argv[0] in PROCESSING_COMMANDS:
+            importlib.import_module(argv[0]).run(argv[1:])
         else:
             import train  # torch takes a second to import: after the argument check
 

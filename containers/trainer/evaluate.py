@@ -39,24 +39,48 @@ def _model_dir(path: Path, scratch: Path) -> Path:
     return scratch
 
 
+def load_model(path: Path, scratch: Path, device: Any) -> tuple[dict[str, Any], Any]:
+    """(``model_config.json``, the detector with ``model.pt`` loaded, on ``device``, in eval mode) of a model folder
+    or ``model.tar.gz`` (unpacked into ``scratch``); shared with ``predict.py``."""
+    import torch
+    from train import build_model
+
+    model_dir = _model_dir(path, scratch)
+    config = json.loads((model_dir / "model_config.json").read_text())
+    hp = config.get("hyperparameters", {})
+    model = build_model(config["model"], len(config["classes"]), int(config["image_size"]), config.get("model_kwargs"),
+                        float(hp.get("anchor_min_ratio", 0.2)))
+    model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
+    return config, model.to(device).eval()
+
+
+def model_info(config: dict[str, Any]) -> dict[str, Any]:
+    """Which model a job scored or ran: its architecture and the dataset version it was trained on."""
+    return {"trained_on": config.get("dataset_version"), "model": config["model"]}
+
+
+def parser(command: str, output: Path) -> argparse.ArgumentParser:
+    """The options every Processing command of the trainer takes (``--model``, ``--frames``, ``--output``)."""
+    result = argparse.ArgumentParser(prog=f"entrypoint.py {command}")
+    result.add_argument("--model", type=Path, default=PROCESSING / "input" / "model")
+    result.add_argument("--frames", type=Path, default=PROCESSING / "input" / "frames")
+    result.add_argument("--output", type=Path, default=output)
+    return result
+
+
 def run(argv: list[str]) -> dict[str, Any]:
     import engine
     import torch
     from data import Category, DataError, load_coco, load_split
-    from train import TrainingFailure, _card, build_model, cpu_count, log
+    from train import TrainingFailure, _card, cpu_count, log
 
-    parser = argparse.ArgumentParser(prog="entrypoint.py evaluate")
-    parser.add_argument("--model", type=Path, default=PROCESSING / "input" / "model")
-    parser.add_argument("--dataset", type=Path, default=PROCESSING / "input" / "dataset")
-    parser.add_argument("--frames", type=Path, default=PROCESSING / "input" / "frames")
-    parser.add_argument("--output", type=Path, default=PROCESSING / "evaluation")
-    args = parser.parse_args(argv)
+    options = parser("evaluate", PROCESSING / "evaluation")
+    options.add_argument("--dataset", type=Path, default=PROCESSING / "input" / "dataset")
+    args = options.parse_args(argv)
     started = time.monotonic()
     torch.set_num_threads(cpu_count())
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = _model_dir(args.model, Path(scratch))
-        config = json.loads((model_dir / "model_config.json").read_text())
-        names = [c["name"] for c in config["classes"]]
+        config, model = load_model(args.model, Path(scratch), torch.device("cpu"))
         try:
             test = load_coco(args.dataset, "test")
         except DataError as exc:
@@ -69,10 +93,6 @@ def run(argv: list[str]) -> dict[str, Any]:
         unknown = [c.name for c in cats if c.label < 0]
         if unknown:
             log(f"classes the model was not trained on (AP 0): {', '.join(unknown)}")
-        hp = config.get("hyperparameters", {})
-        model = build_model(config["model"], len(names), int(config["image_size"]), config.get("model_kwargs"),
-                            float(hp.get("anchor_min_ratio", 0.2)))
-        model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
         try:
             samples = load_split(test, args.frames, int(config["image_size"]), cats)
         except DataError as exc:
@@ -89,7 +109,7 @@ def run(argv: list[str]) -> dict[str, Any]:
         "test_images": len(test["images"]),
         "test_boxes": sum(1 for a in test["annotations"] if not a.get("iscrowd", 0)),
         "test_videos": sorted({s.video_id for s in samples}),
-        "evaluated_model": {"trained_on": config.get("dataset_version"), "model": config["model"]},
+        "evaluated_model": model_info(config),
         "images": metrics["images"],
     }
     args.output.mkdir(parents=True, exist_ok=True)

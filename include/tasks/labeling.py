@@ -113,3 +113,66 @@ def _labeled(s3: Any, job: dict[str, Any], attribute: str) -> list[LabeledFrame]
     for error in report.errors:
         log.error("%s (%s): left out of the dataset", error, job["LabelingJobName"])
     return report.frames
+
+
+def backend(requested: str | None) -> str:
+    """The labeling backend of this run: the run's ``backend`` param, else the config's ``labeling_backend``."""
+    from include.config import LABELING_BACKENDS
+
+    chosen = requested or load_config().labeling_backend
+    if chosen not in LABELING_BACKENDS:
+        raise ValueError(f"labeling backend {chosen!r}: expected one of {', '.join(LABELING_BACKENDS)}")
+    log.info("labeling backend: %s", chosen)
+    return chosen
+
+
+def pre_annotation(request: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The champion's predictions for the round's frames (Label Studio pre-annotations): the Processing job that
+    makes them (None when there is no champion or they exist already) and where they land."""
+    from include import training
+    from include.s3 import key_exists, split_uri
+
+    config, s3 = load_config(), _s3()
+    from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+    champion = training.latest_approved(SageMakerHook(aws_conn_id=AWS_CONN_ID).conn, config.model_package_group)
+    if champion is None:
+        log.info("no champion model yet: the round starts without pre-annotations")
+        return {"request": None, "predictions": None}
+    name = request["LabelingJobName"]
+    uris = [json.loads(line)["source-ref"] for line in
+            _read(s3, request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]).splitlines()
+            if line.strip()]
+    bucket = split_uri(uris[0])[0]
+    prefix = f"s3://{bucket}/"
+    version = champion["ModelPackageVersion"]
+    base = f"{LABELING_PREFIX}/{name}/pre-annotations/v{version}"
+    output = f"s3://{config.annotations_bucket}/{base}"
+    predictions = {"uri": output, "frames_prefix": prefix, "model": f"{config.model_package_group} v{version}"}
+    if key_exists(s3, config.annotations_bucket, f"{base}/predictions.jsonl"):
+        log.info("pre-annotations by %s exist already: %s", predictions["model"], output)
+        return {"request": None, "predictions": predictions}
+    # SageMaker's manifest file: the common prefix, then each object's key relative to it.
+    manifest = [{"prefix": prefix}, *(split_uri(u)[1] for u in uris)]
+    s3.put_object(Bucket=config.annotations_bucket, Key=f"{base}/frames.manifest", Body=json.dumps(manifest).encode())
+    job = f"predict-{hashlib.sha256(f'{name}:{version}'.encode()).hexdigest()[:20]}"
+    log.info("pre-annotating %d frame(s) with %s (processing job %s)", len(uris), predictions["model"], job)
+    return {"request": training.prediction_request(config, champion, f"s3://{config.annotations_bucket}/{base}/"
+                                                   "frames.manifest", output, job, run_id),
+            "predictions": predictions}
+
+
+def first_pass_result(ti: Any) -> dict[str, Any]:
+    """The first pass's ``{"LabelingJob": ...}`` from whichever backend ran."""
+    return _one(ti, ["ground_truth.first_pass", "label_studio.first_pass.round.export"], required=True)
+
+
+def review_result(ti: Any) -> dict[str, Any] | None:
+    return _one(ti, ["ground_truth.review", "label_studio.review.export"], required=False)
+
+
+def _one(ti: Any, task_ids: list[str], required: bool) -> dict[str, Any] | None:
+    found = [value for value in (ti.xcom_pull(task_ids=task_id) for task_id in task_ids) if value]
+    if required and not found:
+        raise RuntimeError(f"no labeling result from {task_ids}")
+    return found[0] if found else None

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import ClientError
 
 from local_aws.sagemaker.containers import ContainerImage, ContainerRegistry
 from local_aws.sagemaker.logs import LogStream
@@ -38,6 +39,14 @@ STOP_GRACE_S = 10
 
 
 # -- S3 transfers --------------------------------------------------------------------------------------------------
+class InputError(Exception):
+    """An input cannot be downloaded (a bad manifest, a missing object): ``str(exc)`` says why."""
+
+
+MANIFEST_SHAPE = 'a JSON array whose first element is {"prefix": "s3://bucket/prefix/"} followed by object keys ' \
+                 'relative to that prefix'
+
+
 def split_s3(uri: str) -> tuple[str, str]:
     if not uri.startswith("s3://"):
         raise ValueError(f"not an S3 URI: {uri}")
@@ -60,6 +69,39 @@ def download_prefix(s3: Any, uri: str, dest: Path) -> int:
             s3.download_file(bucket, obj["Key"], str(target))
             count += 1
     return count
+
+
+def download_manifest(s3: Any, uri: str, dest: Path) -> int:
+    """ManifestFile semantics: the manifest at ``uri`` is ``[{"prefix": "s3://b/p/"}, "key1", ...]``; each object
+    ``<prefix><key>`` is downloaded to ``dest/<key>``. Returns the count; raises :class:`InputError` for a manifest
+    that cannot be read or is not of that shape, or that names a missing object."""
+    bucket, key = split_s3(uri)
+    try:
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        raise InputError(f"cannot read the manifest {uri}: {exc.response['Error'].get('Code', 'Error')}") from exc
+    except ValueError as exc:
+        raise InputError(f"the manifest {uri} is not JSON ({exc}): expected {MANIFEST_SHAPE}") from exc
+    head = manifest[0] if isinstance(manifest, list) and manifest else None
+    if not isinstance(head, dict) or set(head) != {"prefix"} or not str(head["prefix"]).startswith("s3://"):
+        raise InputError(f"the manifest {uri} does not start with a prefix: expected {MANIFEST_SHAPE}")
+    prefix_bucket, prefix = split_s3(head["prefix"])
+    for index, relative in enumerate(manifest[1:], start=2):
+        if not isinstance(relative, str) or not relative or relative.startswith("/") or relative.endswith("/") \
+                or ".." in relative.split("/"):
+            raise InputError(f"the manifest {uri}: element {index} ({json.dumps(relative)[:200]}) is not an object "
+                             f"key relative to the prefix: expected {MANIFEST_SHAPE}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for relative in manifest[1:]:
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            s3.download_file(prefix_bucket, prefix + relative, str(target))
+        except ClientError as exc:
+            code = exc.response["Error"].get("Code", "Error")
+            raise InputError(f"the manifest {uri} names s3://{prefix_bucket}/{prefix}{relative}, which cannot be "
+                             f"downloaded ({'NoSuchKey' if code in ('404', 'NoSuchKey') else code})") from exc
+    return len(manifest) - 1
 
 
 def upload_folder(s3: Any, folder: Path, uri: str) -> int:
@@ -275,7 +317,15 @@ class JobRunner:
         for item in job.get("ProcessingInputs", []):
             s3_input = item.get("S3Input")
             if s3_input:
-                count = download_prefix(self._s3, s3_input["S3Uri"], local_path(root, s3_input["LocalPath"]))
+                download = download_manifest if s3_input.get("S3DataType") == "ManifestFile" else download_prefix
+                try:
+                    count = download(self._s3, s3_input["S3Uri"], local_path(root, s3_input["LocalPath"]))
+                except InputError as exc:  # as AWS: the job fails before its container starts
+                    reason = f"ClientError: ProcessingInput {item['InputName']}: {exc}"
+                    stream.write(reason)
+                    stream.flush()
+                    self._finish("ProcessingJob", name, "Failed", reason[:1024], ProcessingEndTime=now())
+                    return
                 stream.write(f"input {item['InputName']}: {count} object(s) -> {s3_input['LocalPath']}")
         outputs = job.get("ProcessingOutputConfig", {}).get("Outputs", [])
         for item in outputs:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 
-from include.lambdas.s3_to_sqs import video_id_for
-from include.synthetic import generate_video, load_truth
+from include.synthetic import load_truth
 from local_aws.settings import REPO_ROOT
 from tests.conftest import run_dag_test
+from tests.e2e.frames import upload_and_extract
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 ANNOTATIONS, FRAMES = "surgical-annotations", "surgical-frames-processed"
@@ -29,24 +28,8 @@ def iou(a: list[float], b: list[float]) -> float:
 @pytest.fixture(scope="module")
 def extracted(aws, airflow_home, local_stack, tmp_path_factory) -> list[str]:
     """Three generated videos (truth in the stack's hidden store) through ingest_and_extract; their video ids."""
-    s3, sqs = aws("s3"), aws("sqs")
-    folder = tmp_path_factory.mktemp("labeling-videos")
-    video_ids = []
-    for index in range(3):
-        path = folder / f"lab-{index}.mp4"
-        generate_video(path, seconds=2, width=480, height=270, fps=10, seed=100 + index,
-                       truth_dir=local_stack.truth_dir)
-        key = f"videos/lab-{index}.mp4"
-        put = s3.put_object(Bucket="surgical-videos-raw", Key=key, Body=path.read_bytes())
-        video_ids.append(video_id_for("surgical-videos-raw", key, put["VersionId"]))
-    url = sqs.get_queue_url(QueueName="video-processing-queue")["QueueUrl"]
-    deadline = time.time() + 30
-    while time.time() < deadline and int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-            "ApproximateNumberOfMessages"])["Attributes"]["ApproximateNumberOfMessages"]) < 3:
-        time.sleep(0.5)
-    states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "ingest_and_extract")
-    assert states["settle"] == "success", output[-5000:]
-    return video_ids
+    return upload_and_extract(aws, airflow_home, local_stack, tmp_path_factory.mktemp("labeling-videos"), "lab",
+                              seeds=(100, 101, 102))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +49,7 @@ def test_frames_are_labeled_reviewed_and_published_as_a_dataset_version(aws, lab
 
     states, output = labeled
     assert states["publish"] == "success", output[-6000:]
-    assert states["label.first_pass"] == "success"
+    assert states["ground_truth.first_pass"] == "success"
     version, card = _published(aws)
     assert card["frames"] == sum(split["frames"] for split in card["splits"].values()) > 0
     assert {v for split in card["splits"].values() for v in split["videos"]} == set(extracted)
@@ -76,7 +59,7 @@ def test_frames_are_labeled_reviewed_and_published_as_a_dataset_version(aws, lab
         path.write_bytes(aws("s3").get_object(Bucket=ANNOTATIONS, Key=f"datasets/{version}/coco_{split}.json")
                          ["Body"].read())
         assert COCO(str(path)).getImgIds()
-    if states.get("label.review") == "success":
+    if states.get("ground_truth.review") == "success":
         assert card["label_sources"]["reviewed"] > 0
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -138,3 +141,103 @@ def test_throttling_exception_has_aws_shape():
 
     error = ThrottlingException("Rate exceeded")
     assert error.status == 400 and error.body() == {"__type": "ThrottlingException", "message": "Rate exceeded"}
+
+
+def _manifest(s3, key: str, body) -> str:
+    s3.put_object(Bucket="frames", Key=key, Body=body if isinstance(body, bytes) else json.dumps(body).encode())
+    return f"s3://frames/{key}"
+
+
+def test_a_manifest_input_downloads_each_listed_object_at_its_relative_key(in_process_aws, tmp_path):
+    import boto3
+
+    from local_aws.sagemaker.runners import download_manifest
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="frames")
+    for key in ("frames/v1/000000.jpg", "frames/v1/000001.jpg", "frames/v2/000000.jpg"):
+        s3.put_object(Bucket="frames", Key=key, Body=key.encode())
+    uri = _manifest(s3, "manifests/m.json", [{"prefix": "s3://frames/frames/"}, "v1/000001.jpg", "v2/000000.jpg"])
+    assert download_manifest(s3, uri, tmp_path / "in") == 2
+    assert sorted(p.relative_to(tmp_path / "in").as_posix() for p in (tmp_path / "in").rglob("*.jpg")) == [
+        "v1/000001.jpg", "v2/000000.jpg"]  # only what the manifest lists
+    assert (tmp_path / "in" / "v2" / "000000.jpg").read_bytes() == b"frames/v2/000000.jpg"
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"not json", r"^the manifest s3://frames/bad\.json is not JSON \(.+\): expected a JSON array whose first "
+                  r"element is \{\"prefix\": \"s3://bucket/prefix/\"\} followed by object keys relative to that "
+                  r"prefix$"),
+    ({"prefix": "s3://frames/frames/"}, r"^the manifest s3://frames/bad\.json does not start with a prefix: "
+                                        r"expected a JSON array"),
+    (["v1/000000.jpg"], r"does not start with a prefix"),
+    ([{"prefix": "frames/"}, "v1/000000.jpg"], r"does not start with a prefix"),
+    ([{"prefix": "s3://frames/frames/"}, "v1/000000.jpg", 7], r"^the manifest s3://frames/bad\.json: element 3 \(7\) "
+                                                              r"is not an object key relative to the prefix"),
+    ([{"prefix": "s3://frames/frames/"}, "../secret"], r"element 2 \(\"\.\./secret\"\) is not an object key"),
+    ([{"prefix": "s3://frames/frames/"}, "v1/000000.jpg", "v9/000000.jpg"],
+     r"^the manifest s3://frames/bad\.json names s3://frames/frames/v9/000000\.jpg, which cannot be downloaded "
+     r"\(NoSuchKey\)$"),
+])
+def test_a_bad_manifest_is_refused_with_the_reason(in_process_aws, tmp_path, body, reason):
+    import boto3
+
+    from local_aws.sagemaker.runners import InputError, download_manifest
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="frames")
+    s3.put_object(Bucket="frames", Key="frames/v1/000000.jpg", Body=b"jpg")
+    uri = _manifest(s3, "bad.json", body)
+    with pytest.raises(InputError, match=reason):
+        download_manifest(s3, uri, tmp_path / "in")
+    with pytest.raises(InputError, match=r"^cannot read the manifest s3://frames/nothing\.json: NoSuchKey$"):
+        download_manifest(s3, "s3://frames/nothing.json", tmp_path / "in")
+
+
+def test_a_processing_job_with_a_manifest_input_runs_or_fails_with_the_reason(in_process_aws, tmp_path):
+    import boto3
+
+    from local_aws.sagemaker.backend import SageMakerBackend
+    from local_aws.settings import load_settings
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="frames")
+    s3.put_object(Bucket="frames", Key="frames/v1/a.txt", Body=b"one")
+    s3.put_object(Bucket="frames", Key="frames/v1/b.txt", Body=b"two")
+    backend = SageMakerBackend(load_settings(home=tmp_path, base_port=1))
+    backend.registry.register("test/toy", REPO_ROOT / "tests" / "containers" / "toy")
+
+    def job(name: str, keys: list[str]) -> dict:
+        uri = _manifest(s3, f"manifests/{name}.json", [{"prefix": "s3://frames/frames/"}, *keys])
+        backend.dispatch("CreateProcessingJob", {
+            "ProcessingJobName": name, "RoleArn": "arn:aws:iam::123456789012:role/r",
+            "AppSpecification": {"ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/test/toy",
+                                 "ContainerArguments": ["process", "--input", "/opt/ml/processing/input/frames",
+                                                        "--output", "/opt/ml/processing/output"]},
+            "ProcessingInputs": [{"InputName": "frames", "S3Input": {
+                "S3Uri": uri, "LocalPath": "/opt/ml/processing/input/frames", "S3DataType": "ManifestFile",
+                "S3InputMode": "File"}}],
+            "ProcessingOutputConfig": {"Outputs": [{"OutputName": "out", "S3Output": {
+                "S3Uri": f"s3://frames/out/{name}", "LocalPath": "/opt/ml/processing/output",
+                "S3UploadMode": "EndOfJob"}}]},
+            "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
+                                                      "VolumeSizeInGB": 5}}})
+        deadline = time.monotonic() + 60
+        while (described := backend.dispatch("DescribeProcessingJob", {"ProcessingJobName": name}))[
+                "ProcessingJobStatus"] == "InProgress" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return described
+
+    try:
+        done = job("good", ["v1/b.txt"])
+        assert done["ProcessingJobStatus"] == "Completed", done.get("FailureReason")
+        listed = s3.list_objects_v2(Bucket="frames", Prefix="out/good/")["Contents"]
+        assert [o["Key"] for o in listed] == ["out/good/b.txt.out"]
+        failed = job("missing", ["v1/a.txt", "v1/gone.txt"])
+        assert failed["ProcessingJobStatus"] == "Failed"
+        assert failed["FailureReason"] == (
+            "ClientError: ProcessingInput frames: the manifest s3://frames/manifests/missing.json names "
+            "s3://frames/frames/v1/gone.txt, which cannot be downloaded (NoSuchKey)")
+        assert "ProcessingEndTime" in failed
+    finally:
+        backend.shutdown()

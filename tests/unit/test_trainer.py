@@ -180,11 +180,11 @@ def test_a_missing_channel_is_named(tmp_path, data):
     assert failure(job_root).startswith("missing channel: frames")
 
 
-def run_evaluate(root: Path, args: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
-    """``entrypoint.py evaluate`` as the local SageMaker runs a Processing job of the trainer image."""
+def run_processing(root: Path, command: str, args: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
+    """``entrypoint.py evaluate|predict`` as the local SageMaker runs a Processing job of the trainer image."""
     image = parse_dockerfile("surgical-mlops/trainer", FOLDER)
     env = base_environment(root, image, {})
-    proc = subprocess.run(image.command(None, ["evaluate", *args]), cwd=image.workdir, env=env,
+    proc = subprocess.run(image.command(None, [command, *args]), cwd=image.workdir, env=env,
                           capture_output=True, text=True, timeout=120)
     return proc, root
 
@@ -200,8 +200,8 @@ def test_the_evaluate_command_rescores_a_packed_model_as_the_training_job_did(tm
     with tarfile.open(model_input / "model.tar.gz", "w:gz") as tar:
         for path in (job_root / "model").iterdir():
             tar.add(path, arcname=path.name)
-    proc, _ = run_evaluate(tmp_path, ["--model", str(model_input), "--dataset", str(dataset), "--frames",
-                                      str(frames), "--output", str(tmp_path / "evaluation")])
+    proc, _ = run_processing(tmp_path, "evaluate", ["--model", str(model_input), "--dataset", str(dataset),
+                                                     "--frames", str(frames), "--output", str(tmp_path / "evaluation")])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     scored = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
     original = json.loads((job_root / "model" / "evaluation.json").read_text())
@@ -215,7 +215,85 @@ def test_the_evaluate_command_rescores_a_packed_model_as_the_training_job_did(tm
 def test_the_evaluate_command_without_a_model_fails_with_the_reason(tmp_path, data):
     dataset, frames = data
     (tmp_path / "nothing").mkdir()
-    proc, _ = run_evaluate(tmp_path, ["--model", str(tmp_path / "nothing"), "--dataset", str(dataset), "--frames",
-                                      str(frames), "--output", str(tmp_path / "evaluation")])
+    proc, _ = run_processing(tmp_path, "evaluate", ["--model", str(tmp_path / "nothing"), "--dataset", str(dataset),
+                                                     "--frames", str(frames), "--output", str(tmp_path / "evaluation")])
     assert proc.returncode == 1
     assert "neither model_config.json nor model.tar.gz" in failure(tmp_path)
+
+
+def test_the_predict_command_pre_annotates_every_frame(tmp_path, trained, data):
+    """Batch predictions for the labeling tool: one JSON line per frame (nested folders, path order), pixel boxes
+    clipped to the frame, the box cap applied, progress lines, a summary."""
+    import tarfile
+
+    from PIL import Image
+
+    _, job_root = trained
+    model_input = tmp_path / "input" / "model"
+    model_input.mkdir(parents=True)
+    with tarfile.open(model_input / "model.tar.gz", "w:gz") as tar:
+        tar.add(job_root / "model", arcname=".")
+    frames = tmp_path / "input" / "frames"
+    sources = sorted(data[1].glob("*/*.jpg"))
+    for copy in range(5):  # 60 frames: a progress line at 50 and one at the end
+        for source in sources:
+            target = frames / f"batch{copy}" / source.parent.name / source.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    output = tmp_path / "output"
+    proc, _ = run_processing(tmp_path, "predict", ["--model", str(model_input), "--frames", str(frames), "--output",
+                                                    str(output), "--min-score", "0", "--max-boxes", "3"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [json.loads(line) for line in (output / "predictions.jsonl").read_text().splitlines()]
+    expected = sorted(p.relative_to(frames).as_posix() for p in frames.rglob("*.jpg"))
+    assert [line["frame"] for line in lines] == expected and len(expected) == 60
+    for line in lines:
+        with Image.open(frames / line["frame"]) as image:
+            assert (line["width"], line["height"]) == image.size
+        assert len(line["boxes"]) <= 3
+        assert [b["score"] for b in line["boxes"]] == sorted((b["score"] for b in line["boxes"]), reverse=True)
+        for box in line["boxes"]:
+            assert set(box) == {"label", "score", "left", "top", "width", "height"} and box["label"] in CLASSES
+            assert all(isinstance(box[k], int) for k in ("left", "top", "width", "height"))
+            assert 0 <= box["left"] < box["left"] + box["width"] <= line["width"]
+            assert 0 <= box["top"] < box["top"] + box["height"] <= line["height"]
+    assert re.search(r"^predicted 56/60 frames: \d+ boxes, [0-9.]+ s$", proc.stdout, re.MULTILINE)
+    assert re.search(r"^predicted 60/60 frames: ", proc.stdout, re.MULTILINE)
+    summary = json.loads((output / "predictions_summary.json").read_text())
+    config = json.loads((job_root / "model" / "model_config.json").read_text())
+    assert summary["model"] == {"trained_on": config["dataset_version"], "model": config["model"]}
+    assert summary["frames"] == 60 and summary["boxes"] == sum(len(line["boxes"]) for line in lines) > 0
+    assert summary["seconds"] > 0 and summary["classes"] == list(CLASSES)
+
+
+def test_predicted_boxes_are_clipped_floored_capped_and_best_first():
+    import torch
+
+    spec = importlib.util.spec_from_file_location("trainer_predict", FOLDER / "predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    output = {"boxes": torch.tensor([[-5.2, 10.4, 30.6, 40.5], [150.0, 80.0, 170.0, 99.0], [10.0, 10.0, 20.0, 20.0],
+                                     [1.0, 2.0, 3.0, 4.0], [50.0, 50.0, 50.2, 60.0], [0.0, 0.0, 8.0, 8.0]]),
+              "labels": torch.tensor([1, 2, 3, 9, 1, 2]), "scores": torch.tensor([0.6, 0.9, 0.2, 0.99, 0.8, 0.5])}
+    boxes = predict.pixel_boxes(output, {1: "scalpel", 2: "retractor", 3: "tumor"}, 160, 96, 0.3, 2)
+    # label 9 is no class, 0.2 is under the floor, the 0.2 px wide box is empty once rounded, the cap keeps 2
+    assert boxes == [{"label": "retractor", "score": 0.9, "left": 150, "top": 80, "width": 10, "height": 16},
+                     {"label": "scalpel", "score": 0.6, "left": 0, "top": 10, "width": 31, "height": 30}]
+
+
+def test_the_predict_command_without_frames_or_model_or_with_a_bad_frame_fails_with_the_reason(tmp_path, trained):
+    _, job_root = trained
+    (tmp_path / "empty").mkdir()
+    proc, _ = run_processing(tmp_path, "predict", ["--model", str(job_root / "model"), "--frames",
+                                                    str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
+    assert proc.returncode == 1
+    assert failure(tmp_path) == f"no frames: {tmp_path / 'empty'} holds no *.jpg file (nothing to predict)"
+    (tmp_path / "empty" / "000000.jpg").write_bytes(b"")
+    proc, _ = run_processing(tmp_path, "predict", ["--model", str(tmp_path / "empty"), "--frames",
+                                                    str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
+    assert proc.returncode == 1
+    assert "neither model_config.json nor model.tar.gz" in failure(tmp_path)
+    proc, _ = run_processing(tmp_path, "predict", ["--model", str(job_root / "model"), "--frames",
+                                                    str(tmp_path / "empty"), "--output", str(tmp_path / "out")])
+    assert proc.returncode == 1
+    assert failure(tmp_path).startswith("unreadable frame: 000000.jpg: cannot identify image file")

@@ -54,6 +54,34 @@ def test_the_requests_are_valid_encrypted_and_isolated():
     assert rescore["AppSpecification"]["ContainerArguments"][0] == "evaluate"
 
 
+
+def test_the_prediction_request_is_valid_and_reads_the_frames_from_a_manifest():
+    package = {"ModelPackageVersion": 4, "InferenceSpecification": {"Containers": [
+        {"Image": "x", "ModelDataUrl": "s3://surgical-models/training/j/output/model.tar.gz"}]}}
+    manifest = f"s3://{CONFIG.frames_bucket}/manifests/new-frames.json"
+    request = training.prediction_request(CONFIG, package, manifest, f"s3://{CONFIG.annotations_bucket}/pre/run-1/",
+                                          "predict-champion-v4-" + "a" * 43, "manual__2026")
+    valid("CreateProcessingJob", request)
+    assert request["AppSpecification"]["ImageUri"] == CONFIG.image_uri("trainer")
+    assert request["AppSpecification"]["ContainerArguments"] == [
+        "predict", "--model", "/opt/ml/processing/input/model", "--frames", "/opt/ml/processing/input/frames",
+        "--output", "/opt/ml/processing/output", "--min-score", str(CONFIG.pre_annotation_min_score)]
+    inputs = {i["InputName"]: i["S3Input"] for i in request["ProcessingInputs"]}
+    assert inputs["model"]["S3Uri"] == "s3://surgical-models/training/j/output/model.tar.gz"
+    assert inputs["model"]["S3DataType"] == "S3Prefix"
+    assert inputs["frames"] == {"S3Uri": manifest, "LocalPath": "/opt/ml/processing/input/frames",
+                                "S3DataType": "ManifestFile", "S3InputMode": "File",
+                                "S3DataDistributionType": "FullyReplicated"}
+    output = request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]
+    assert output["S3Uri"].endswith("/pre/run-1/") and output["LocalPath"] == "/opt/ml/processing/output"
+    assert request["ProcessingOutputConfig"]["KmsKeyId"] and request["NetworkConfig"]["EnableNetworkIsolation"]
+    assert request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"]
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    assert tags["dag_run_id"] == "manual__2026" and tags["model_package_version"] == "4"
+    for name in ("predict-" + "a" * 56, "predict_champion", "-predict"):
+        with pytest.raises(training.TrainingInputError, match="bad processing job name"):
+            training.prediction_request(CONFIG, package, manifest, "s3://b/p/", name, "manual__2026")
+
 def test_the_package_extras_carry_metrics_and_lineage():
     evaluation = {"training_job": "train-x", "model_data": "s3://surgical-models/training/train-x/output/model.tar.gz",
                   "evaluation_uri": "s3://surgical-models/evaluations/train-x/evaluation.json", "map50": 0.91,
