@@ -7,12 +7,16 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
+.PHONY: label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(STAMP) browser  ## create .venv with Python 3.11, pinned dependencies and FFmpeg (+ chromium)
+setup: $(STAMP) browser label-studio-install  ## create .venv with Python 3.11, pinned dependencies and FFmpeg (+ chromium, Label Studio's venv)
+
+# Label Studio in a venv of its own (.venv-label-studio; its pins clash with Airflow's): once, ~90 s.
+label-studio-install: $(STAMP)
+	@$(BIN)/python -m local_aws label-studio-install
 
 # Debian's chromium for tests/e2e/test_airflow_ui.py (Playwright drives it by path; no browser download). Needs root
 # and apt-get, as CI has; elsewhere it says what to do and the browser test skips itself.
@@ -38,11 +42,18 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt constraints-dev.
 	$(BIN)/ffmpeg -hide_banner -version | head -n 1
 	touch $(STAMP)
 
-up: setup  ## start the local AWS stack (background processes on loopback) and deploy infra/
+up: setup  ## start the local AWS stack (background processes on loopback) and deploy infra/ (LABEL_STUDIO=1: Label Studio too)
 	$(BIN)/python -m local_aws up
+	@if [ "$(LABEL_STUDIO)" = 1 ]; then $(BIN)/python -m local_aws label-studio-up; fi
 
-down:  ## stop exactly the local stack's processes
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m local_aws down; fi
+down:  ## stop exactly the local stack's processes (Label Studio included)
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m local_aws label-studio-down; $(BIN)/python -m local_aws down; fi
+
+label-studio-up: up  ## the local Label Studio on :4569 (own venv, installed once; token in .local/label-studio/credentials.env)
+	$(BIN)/python -m local_aws label-studio-up
+
+label-studio-down:  ## stop the local Label Studio
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m local_aws label-studio-down; fi
 
 airflow-up: up  ## local Airflow 3 services on the stack (UI/REST on :8080, login in .local/airflow/airflow.env)
 	$(BIN)/python -m local_aws airflow-up
@@ -89,4 +100,4 @@ constraints:  ## re-resolve the pinned sets (needs network to PyPI)
 	{ head -n 1 constraints-dev.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints-dev.txt.new && mv constraints-dev.txt.new constraints-dev.txt
 
 clean: down  ## remove the venv and the local state
-	rm -rf $(VENV) .local dist
+	rm -rf $(VENV) .venv-label-studio .local dist

@@ -61,6 +61,7 @@ class PipelineConfig:
     # docs/labeling-backends.md. A labeling run's `backend` param overrides it.
     labeling_backend: str = "ground_truth"
     pre_annotation_min_score: float = 0.3  # Label Studio: the champion's boxes at or above this score are suggested
+    pre_annotation_max_boxes: int = 20  # ... at most this many per frame, the best first
     # Training: the trainer's hyperparameters (containers/trainer/README.md) over its defaults; a run's params win.
     training_instance_type: str = "ml.g4dn.xlarge"
     training_hyperparameters: Mapping[str, Any] = field(

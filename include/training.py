@@ -284,7 +284,8 @@ def prediction_request(config: PipelineConfig, package: Mapping[str, Any], manif
         [_processing_input("frames", manifest_uri, "ManifestFile")],
         ("predictions", f"{PROCESSING}/output", output_uri),
         {"dag_run_id": run_id[:256], **({"model_package_version": str(version)} if version is not None else {})})
-    request["AppSpecification"]["ContainerArguments"] += ["--min-score", str(config.pre_annotation_min_score)]
+    request["AppSpecification"]["ContainerArguments"] += ["--min-score", str(config.pre_annotation_min_score),
+                                                       "--max-boxes", str(config.pre_annotation_max_boxes)]
     return request
 
 

@@ -14,7 +14,8 @@ from local_aws.label_studio import server as label_studio
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_aws", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "airflow-up", "airflow-down", "airflow-status",
-                                            "label-studio-up", "label-studio-down", "label-studio-status"])
+                                            "label-studio-install", "label-studio-up", "label-studio-down",
+                                            "label-studio-status"])
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
             airflow_services.up()
         elif args.command == "airflow-down":
             airflow_services.down()
+        elif args.command == "label-studio-install":
+            label_studio.install()
         elif args.command == "label-studio-up":
             label_studio.up()
         elif args.command == "label-studio-down":

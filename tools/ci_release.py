@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,9 +56,13 @@ def release_lambdas(s3: Any, bucket: str, stage: str, out: Path) -> dict[str, di
         s3.put_object(Bucket=bucket, Key=key, Body=body)
         keys[parameter] = key
     suffix = bucket_suffix(stage)
+    # The stage's Label Studio origin (the CodeBuild project's LABEL_STUDIO_ORIGIN, e.g. https://labeling.dev.example.org):
+    # the frames bucket's CORS rule; unset: no rule (the Ground Truth backend needs none).
+    origin = os.environ.get("LABEL_STUDIO_ORIGIN", "")
     configs = {
         "foundation.json": _template_config({"BucketSuffix": suffix, "ArtifactsBucket": bucket,
-                                             "S3ToSqsCodeKey": keys["S3ToSqsCodeKey"]}, stage),
+                                             "S3ToSqsCodeKey": keys["S3ToSqsCodeKey"],
+                                             **({"LabelStudioOrigin": origin} if origin else {})}, stage),
         "platform.json": _template_config({"Stage": stage, "BucketSuffix": suffix}, stage),
         "monitoring.json": _template_config({"Stage": stage, "ArtifactsBucket": bucket,
                                              "TriggerCodeKey": keys["TriggerCodeKey"]}, stage),

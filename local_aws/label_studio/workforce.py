@@ -64,7 +64,8 @@ class LabelStudioWorkforce:
         for project in self.projects():
             if wanted is not None and project["id"] not in wanted:
                 continue
-            if (project.get("finished_task_number") or 0) >= (project.get("task_number") or 0):
+            if (project.get("total_annotations_number") or 0) >= (project.get("task_number") or 0) * int(
+                    project.get("maximum_annotations") or 1):
                 continue
             submitted += self._work_project(project)
         return submitted

@@ -213,12 +213,17 @@ class LabelStudioRoundSensor(BaseSensorOperator):
         self.project_id, self.label_studio_conn_id = project_id, label_studio_conn_id
 
     def poke(self, context: Any) -> bool:
-        project = LabelStudioHook(self.label_studio_conn_id).project_by_id(int(self.project_id))
-        total, done = project.get("task_number") or 0, project.get("finished_task_number") or 0
-        self.log.info("Label Studio project %s: %d/%d task(s) done, %d with some annotation, %d annotation(s)",
-                      self.project_id, done, total, project.get("num_tasks_with_annotations") or 0,
-                      project.get("total_annotations_number") or 0)
-        return total > 0 and done >= total
+        hook = LabelStudioHook(self.label_studio_conn_id)
+        project = hook.project_by_id(int(self.project_id))
+        needed = int(project.get("maximum_annotations") or 1)
+        # Counted here rather than read from the project's finished_task_number: Label Studio counts a task finished
+        # only with that many *distinct* annotators, and the local simulated workforce submits as one API user.
+        counts = [int(t.get("total_annotations") or 0) for t in hook.tasks(int(self.project_id))]
+        done = sum(1 for n in counts if n >= needed)
+        self.log.info("Label Studio project %s: %d/%d task(s) done (%d annotation(s) each), %d started, "
+                      "%d annotation(s)", self.project_id, done, len(counts), needed, sum(1 for n in counts if n),
+                      sum(counts))
+        return bool(counts) and done == len(counts)
 
 
 class LabelStudioExportOperator(BaseOperator):

@@ -5,14 +5,17 @@ format as the Ground Truth path's. A real Label Studio server (its own venv) on 
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from local_aws.label_studio import server
-from local_aws.label_studio.workforce import LabelStudioWorkforce, run
+from local_aws.label_studio.workforce import LabelStudioWorkforce
 from local_aws.settings import REPO_ROOT
 from tests.conftest import run_dag_test
 from tests.e2e.frames import upload_and_extract
@@ -37,15 +40,32 @@ def env(airflow_home, label_studio) -> dict[str, str]:
             "AIRFLOW_VAR_PIPELINE_CONFIG": json.dumps(SETTINGS)}
 
 
+class Annotators(LabelStudioWorkforce):
+    """The simulated workforce in a thread, working every new task while the DAG waits for it; ``on`` can be
+    cleared so that a person (the browser test) gets to a task first."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.on, self.stop = threading.Event(), threading.Event()
+        self.on.set()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(1.0):
+            if self.on.is_set():
+                try:
+                    self.work()
+                except Exception as exc:  # a round that failed is tried again the next second
+                    print(f"workforce round failed: {exc!r}")
+
+
 @pytest.fixture(scope="module")
 def workforce(label_studio):
-    """The simulated annotators, working every new task while the DAG waits for them."""
-    stop = threading.Event()
-    thread = threading.Thread(target=run, args=(label_studio, stop, 1.0), daemon=True)
-    thread.start()
-    yield LabelStudioWorkforce(label_studio)
-    stop.set()
-    thread.join(timeout=30)
+    annotators = Annotators(label_studio)
+    annotators.thread.start()
+    yield annotators
+    annotators.stop.set()
+    annotators.thread.join(timeout=30)
 
 
 def _run(env: dict, video_ids: list[str]) -> tuple[dict, str]:
@@ -61,6 +81,7 @@ def _dataset(s3) -> tuple[str, list[dict]]:
 def _no_token(label_studio, env: dict, output: str) -> None:
     token = server.token(label_studio)
     assert token not in output
+    assert token not in (label_studio.log_dir / "label-studio.log").read_text(errors="ignore")
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
         values = [str(row[0]) for row in db.execute("SELECT value FROM xcom")]
     assert values and not any(token in value for value in values)
@@ -85,10 +106,10 @@ def test_label_studio_round_to_a_dataset_version(aws, env, label_studio, workfor
     assert sum(len(f["boxes"]) for f in labeled) > 0
     projects = {p["title"]: p for p in workforce.projects()}
     rounds = [p for t, p in projects.items() if not t.endswith("-review")]
-    assert any(p["task_number"] == 20 and p["finished_task_number"] == 20 for p in rounds)
+    assert any(p["task_number"] == 20 and p["total_annotations_number"] == 60 for p in rounds)  # 3 per frame
     if states.get("label_studio.review.export") == "success":
         reviewed = [p for t, p in projects.items() if t.endswith("-review")]
-        assert reviewed and reviewed[0]["finished_task_number"] == reviewed[0]["task_number"] > 0
+        assert reviewed and reviewed[0]["total_annotations_number"] == 3 * reviewed[0]["task_number"] > 0
         card = json.loads(s3.get_object(Bucket=ANNOTATIONS, Key=f"datasets/{version}/card.json")["Body"].read())
         assert card["label_sources"]["reviewed"] > 0
     path = tmp_path_factory.mktemp("ls-coco") / "train.json"
@@ -132,3 +153,85 @@ def test_pre_annotations_by_the_champion(aws, env, label_studio, workforce, airf
     suggested = {t["meta"]["line"]["source-ref"].split("/", 3)[3] for t in tasks if t.get("total_predictions")}
     assert suggested == with_boxes
     _no_token(label_studio, env, output)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _wait_for_project(workforce, tasks: int, timeout: float = 300) -> dict:
+    deadline = time.time() + timeout
+    known = {p["id"] for p in workforce.projects()}
+    while time.time() < deadline:
+        for project in workforce.projects():
+            if project["id"] not in known and project["task_number"] == tasks:
+                return project
+        time.sleep(2)
+    raise AssertionError(f"no new Label Studio project with {tasks} tasks within {timeout} s")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: 'make setup' installs Debian's (apt-get, as root)")
+def test_a_person_corrects_a_suggested_box_in_the_browser(aws, env, label_studio, workforce, airflow_home,
+                                                          local_stack, tmp_path_factory):
+    """Headless Chromium: log in, open a task of the round, see the champion's suggested box, move it and change
+    its class, submit; the simulated workforce does the other frames; the edit is in the published dataset."""
+    from playwright.sync_api import sync_playwright
+
+    videos = upload_and_extract(aws, airflow_home, local_stack, tmp_path_factory.mktemp("ls-videos-ui"), "lsui",
+                                seeds=(320,))
+    # One annotation per frame and no review: the person's boxes are the frame's label as they drew them.
+    settings = {**SETTINGS, "labeling_workers": 1, "review_confidence_threshold": 0.0, "pre_annotation_max_boxes": 1}
+    workforce.on.clear()
+    known = {p["id"] for p in workforce.projects()}
+    with ThreadPoolExecutor(1) as pool:
+        run = pool.submit(_run, {**env, "AIRFLOW_VAR_PIPELINE_CONFIG": json.dumps(settings)}, videos)
+        project = _wait_for_project(workforce, tasks=10)
+        assert project["id"] not in known
+        tasks = list(workforce.tasks(project["id"]))
+        item = next(t for t in tasks if t.get("total_predictions"))
+        [prediction] = workforce._call("GET", "/api/predictions/", params={"task": item["id"]})
+        [suggestion] = prediction["result"]  # pre_annotation_max_boxes 1
+        suggested = suggestion["value"]
+        width, height = item["meta"]["width"], item["meta"]["height"]
+        old_label = suggested["rectanglelabels"][0]
+        new_label = next(c for c in ("scalpel", "retractor", "tumor") if c != old_label)
+        left, top = suggested["x"] * width / 100, suggested["y"] * height / 100
+        w, h = suggested["width"] * width / 100, suggested["height"] * height / 100
+        dx = 40 if left + w + 40 <= width else -min(40, left)
+        credentials = server.credentials(label_studio)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{server.url(label_studio)}/user/login/")
+            page.fill("input[name=email]", credentials["LABEL_STUDIO_USERNAME"])
+            page.fill("input[name=password]", credentials["LABEL_STUDIO_PASSWORD"])
+            page.click("button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{server.url(label_studio)}/projects/{project['id']}/data?task={item['id']}")
+            page.get_by_text("Submit", exact=True).wait_for(timeout=60000)
+            page.get_by_text(old_label, exact=True).last.wait_for(timeout=30000)  # the suggested region is listed
+            page.wait_for_timeout(1500)
+            canvas = page.locator("canvas").first.bounding_box()
+            sx, sy = canvas["width"] / width, canvas["height"] / height
+            cx, cy = canvas["x"] + (left + w / 2) * sx, canvas["y"] + (top + h / 2) * sy
+            page.mouse.click(cx, cy)
+            page.mouse.move(cx, cy)
+            page.mouse.down()
+            page.mouse.move(cx + dx * sx, cy, steps=10)
+            page.mouse.up()
+            page.get_by_text(new_label, exact=True).first.click()
+            page.screenshot(path=str(tmp_path_factory.mktemp("ls-ui") / "edited.png"))
+            page.get_by_text("Submit", exact=True).click()
+            page.wait_for_timeout(2000)
+            browser.close()
+        [annotation] = workforce._call("GET", f"/api/tasks/{item['id']}")["annotations"]
+        [region] = annotation["result"]
+        assert region["value"]["rectanglelabels"] == [new_label]
+        workforce.on.set()  # the annotators take the other frames
+        states, output = run.result(timeout=900)
+    assert states["publish"] == "success", output[-8000:]
+    moved_left = region["value"]["x"] * width / 100
+    assert abs(moved_left - (left + dx)) <= 4
+    _, frames = _dataset(aws("s3"))
+    frame = next(f for f in frames if f["source-ref"] == item["meta"]["line"]["source-ref"])
+    assert [b["label"] for b in frame["boxes"]] == [new_label]
+    assert abs(frame["boxes"][0]["x"] - moved_left) <= 1.5

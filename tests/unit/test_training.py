@@ -65,7 +65,8 @@ def test_the_prediction_request_is_valid_and_reads_the_frames_from_a_manifest():
     assert request["AppSpecification"]["ImageUri"] == CONFIG.image_uri("trainer")
     assert request["AppSpecification"]["ContainerArguments"] == [
         "predict", "--model", "/opt/ml/processing/input/model", "--frames", "/opt/ml/processing/input/frames",
-        "--output", "/opt/ml/processing/output", "--min-score", str(CONFIG.pre_annotation_min_score)]
+        "--output", "/opt/ml/processing/output", "--min-score", str(CONFIG.pre_annotation_min_score),
+        "--max-boxes", str(CONFIG.pre_annotation_max_boxes)]
     inputs = {i["InputName"]: i["S3Input"] for i in request["ProcessingInputs"]}
     assert inputs["model"]["S3Uri"] == "s3://surgical-models/training/j/output/model.tar.gz"
     assert inputs["model"]["S3DataType"] == "S3Prefix"
