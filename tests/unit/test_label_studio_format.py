@@ -1,4 +1,4 @@
-"""The Label Studio backend's formats: request -> round, boxes <-> rectangles, exported tasks -> Ground Truth manifest."""
+"""The Label Studio backend's formats: request -> round, boxes <-> rectangles, exported tasks -> GT manifest."""
 
 from __future__ import annotations
 
