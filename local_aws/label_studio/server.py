@@ -67,8 +67,13 @@ def install() -> Path:
     print(f"  installing Label Studio into {VENV} (once)")
     if not (VENV / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(HERE / "requirements.txt"), "-c", str(HERE / "constraints.txt")], check=True)
+    result = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                             "--disable-pip-version-check", "-r", str(HERE / "requirements.txt"),
+                             "-c", str(HERE / "constraints.txt")], capture_output=True, text=True)
+    (VENV / "install.log").write_text(result.stdout + result.stderr)
+    if result.returncode != 0:
+        raise StackError(f"installing Label Studio failed (pip exit {result.returncode}); see {VENV / 'install.log'}:"
+                         f"\n{result.stderr[-3000:]}")
     stamp.write_text(pins)
     return executable()
 

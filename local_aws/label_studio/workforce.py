@@ -3,9 +3,12 @@
 So that the demo and the tests run unattended, the same annotators (``local_aws.sagemaker.labeling.Workforce``:
 seeded per project, each with a skill, drawing boxes from the hidden truth of generated videos with their noise)
 open each task that still lacks annotations and submit theirs (``POST /api/tasks/<id>/annotations``), one per
-annotator, up to the project's overlap (``maximum_annotations``). A review task (``meta.review``) is worked as the
-label adjustment job is: the annotators start from the suggested boxes. A task a person already annotated counts:
-the workforce only adds the annotations still missing. Everything goes over HTTP as a person's browser would.
+annotator, up to the project's overlap (``maximum_annotations``). Each simulated annotator is a Label Studio user of
+its own (``<worker id>@workforce.local``, created on first use, credited as ``completed_by``), so Label Studio's own
+counters (a task is finished with that many *distinct* annotators) and its UI show who labeled what. A review
+task (``meta.review``) is worked as the label adjustment job is: the annotators start from the suggested boxes. A
+task a person already annotated counts: the workforce only adds the annotations still missing. Everything goes over
+HTTP as a person's browser would.
 
 ``python -m local_aws.label_studio.workforce [--once] [--project ID]``; the stack's Label Studio and S3 from
 ``LOCAL_AWS_HOME``/``LOCAL_AWS_PORT`` as ``make up`` has them.
@@ -38,11 +41,23 @@ class LabelStudioWorkforce:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Token {server.token(settings)}"
         self.base = server.url(settings)
+        self._users: dict[str, int] = {}
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.session.request(method, self.base + path, timeout=60, **kwargs)
         response.raise_for_status()
         return response.json() if response.content else None
+
+    def user(self, worker_id: str) -> int:
+        """The Label Studio user id of a simulated annotator (created in the organization on first use)."""
+        email = f"{worker_id}@workforce.local"
+        if not self._users:
+            self._users = {u["email"]: u["id"] for u in self._call("GET", "/api/users/")}
+        if email not in self._users:
+            created = self._call("POST", "/api/users/", json={"email": email, "username": worker_id,
+                                                              "first_name": "Simulated", "last_name": worker_id[-6:]})
+            self._users[email] = created["id"]
+        return self._users[email]
 
     def projects(self) -> list[dict[str, Any]]:
         return self._call("GET", "/api/projects", params={"page_size": 1000}).get("results", [])
@@ -85,10 +100,17 @@ class LabelStudioWorkforce:
             if answers is None:
                 continue
             width, height = item["meta"]["width"], item["meta"]["height"]  # what the answers were drawn on
-            for answer in answers[len(done):]:
+            annotators = {a.get("completed_by") for a in done}
+            for answer in answers:
+                if len(annotators) >= overlap:
+                    break
+                user = self.user(answer.worker.worker_id)
+                if user in annotators:
+                    continue
                 self._call("POST", f"/api/tasks/{item['id']}/annotations", json={
                     "result": [rectangle(b, classes, width, height) for b in answer.boxes],
-                    "lead_time": answer.seconds, "was_cancelled": False})
+                    "lead_time": answer.seconds, "was_cancelled": False, "completed_by": user})
+                annotators.add(user)
                 submitted += 1
         log.info("project %s (%s): %d annotation(s) submitted", project["id"], project["title"], submitted)
         return submitted
