@@ -1,4 +1,4 @@
-"""The local Label Studio's credentials and Airflow connection (the server itself: tests/e2e/test_labeling_label_studio)."""
+"""The local Label Studio's credentials and Airflow connection (its server: tests/e2e/test_labeling_label_studio)."""
 
 from __future__ import annotations
 
