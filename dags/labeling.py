@@ -89,7 +89,9 @@ with DAG(
 
         planned = plan(request)
         predict = SageMakerProcessingOperator(task_id="predict", config=planned["request"], check_interval=10)
-        _, ls_first_start, ls_first = label_studio_round("round", request, planned["predictions"])
+        # The round's request comes through `plan`: with select_frames as a direct upstream, `start` (trigger rule
+        # none_failed_min_one_success, for a skipped `predict`) would also run when Ground Truth was chosen.
+        _, ls_first_start, ls_first = label_studio_round("round", planned["round"], planned["predictions"])
         needs_predictions(planned["request"]) >> [predict, ls_first_start]
         predict >> ls_first_start
 
@@ -106,17 +108,20 @@ with DAG(
         return run(job["LabelingJob"], run_id or "manual")
 
     @task.branch
-    def needs_review(review_request: dict | None, chosen: str | None = None) -> str:
+    def needs_review(review_request: dict | None, params: dict | None = None) -> str:
+        from include.tasks.labeling import backend as run
+
         if not review_request:
             return "publish"
-        return "ground_truth.review" if chosen == "ground_truth.first_pass" else "label_studio.review.start"
+        chosen = run((params or {}).get("backend"))
+        return "ground_truth.review" if chosen == "ground_truth" else "label_studio.review.start"
 
     route = backend()
     route >> [gt_first, planned]
     first = first_pass()
     [gt_first, ls_first] >> first
     review_request = triage(first)
-    review_route = needs_review(review_request, route)
+    review_route = needs_review(review_request)
     with ground_truth:
         gt_review = SageMakerLabelingOperator(task_id="review", config=review_request, check_interval=5)
     with label_studio:

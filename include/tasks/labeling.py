@@ -128,7 +128,7 @@ def backend(requested: str | None) -> str:
 
 def pre_annotation(request: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The champion's predictions for the round's frames (Label Studio pre-annotations): the Processing job that
-    makes them (None when there is no champion or they exist already) and where they land."""
+    makes them (None when there is no champion or they exist already), where they land, and the round's request."""
     from include import training
     from include.s3 import key_exists, split_uri
 
@@ -138,7 +138,7 @@ def pre_annotation(request: dict[str, Any], run_id: str) -> dict[str, Any]:
     champion = training.latest_approved(SageMakerHook(aws_conn_id=AWS_CONN_ID).conn, config.model_package_group)
     if champion is None:
         log.info("no champion model yet: the round starts without pre-annotations")
-        return {"request": None, "predictions": None}
+        return {"request": None, "predictions": None, "round": request}
     name = request["LabelingJobName"]
     uris = [json.loads(line)["source-ref"] for line in
             _read(s3, request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]).splitlines()
@@ -151,7 +151,7 @@ def pre_annotation(request: dict[str, Any], run_id: str) -> dict[str, Any]:
     predictions = {"uri": output, "frames_prefix": prefix, "model": f"{config.model_package_group} v{version}"}
     if key_exists(s3, config.annotations_bucket, f"{base}/predictions.jsonl"):
         log.info("pre-annotations by %s exist already: %s", predictions["model"], output)
-        return {"request": None, "predictions": predictions}
+        return {"request": None, "predictions": predictions, "round": request}
     # SageMaker's manifest file: the common prefix, then each object's key relative to it.
     manifest = [{"prefix": prefix}, *(split_uri(u)[1] for u in uris)]
     s3.put_object(Bucket=config.annotations_bucket, Key=f"{base}/frames.manifest", Body=json.dumps(manifest).encode())
@@ -159,7 +159,7 @@ def pre_annotation(request: dict[str, Any], run_id: str) -> dict[str, Any]:
     log.info("pre-annotating %d frame(s) with %s (processing job %s)", len(uris), predictions["model"], job)
     return {"request": training.prediction_request(config, champion, f"s3://{config.annotations_bucket}/{base}/"
                                                    "frames.manifest", output, job, run_id),
-            "predictions": predictions}
+            "predictions": predictions, "round": request}
 
 
 def first_pass_result(ti: Any) -> dict[str, Any]:
