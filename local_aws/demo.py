@@ -47,6 +47,7 @@ from local_aws.airflow_services import AirflowApi, AirflowApiError, AirflowSetti
 from local_aws.settings import StackSettings, load_settings
 
 DAG_IDS = ["ingest_and_extract", "labeling", "train_and_register", "deploy", "drift_retrain"]
+STALE_SENSOR_GRACE_S = 20.0  # a failed-marked run's sensor: one 10 s long poll plus a task heartbeat
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Loop:
         self.stages: list[Stage] = []
         self.facts: dict[str, Any] = {}  # what the stages produced (the tests assert on it)
         self.seed = int(time.time()) % 100000
+        self.stale_ingest_failed_at = 0.0
         self.uploaded_at = self.answered_at = self.last_upload_at = None
         self._seen: dict[str, set[str]] = {}
 
@@ -222,6 +224,8 @@ class Loop:
                                      {"state": "failed"})
                     self.say(f"   {dag_id} run {run['dag_run_id']} left {run['state']} by an earlier session: "
                              f"marked failed")
+                    if dag_id == "ingest_and_extract":
+                        self.stale_ingest_failed_at = time.time()
 
     def generate(self, scenario: str, count: int, seconds: float, tag: str) -> list[Path]:
         d = self.data
@@ -239,6 +243,9 @@ class Loop:
         queued every video, so one run takes the whole batch. The SQS sensor long-polls nearly all the time, and a
         poke during the uploads would take part of the batch and leave the rest to the next */10 run."""
         self.pause("ingest_and_extract", True)
+        # A run just marked failed may still have its sensor process in a 10 s long poll until its next heartbeat
+        # ends it: a message it received then would stay invisible for the queue's visibility timeout (900 s).
+        time.sleep(max(0.0, self.stale_ingest_failed_at + STALE_SENSOR_GRACE_S - time.time()))
         deadline = time.time() + 60
         while any(state in ("running", "queued") for run in self.api.runs("ingest_and_extract")
                   if run["state"] in ("queued", "running")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import subprocess
 from pathlib import Path
 
@@ -23,7 +23,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _ffmpeg(*src, "-c:v", "mpeg4", str(d / "clip.avi"))
     _ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", str(d / "tone.wav"))
     _ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1", str(d / "still.png"))
-    (d / "noise.mp4").write_bytes(os.urandom(4096))
+    (d / "noise.mp4").write_bytes(random.Random(4).randbytes(4096))  # seeded: os.urandom sometimes looks like audio
     (d / "empty.mp4").write_bytes(b"")
     return d
 
