@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/loop.py [--no-retrain] [--keep]
 
-Runs ``local_aws.demo.Loop`` (the demo's own code, its default data: 4 videos of 6 s, 480x272, the demo's
+Runs ``local_aws.demo.Loop`` (the demo's own code, its default data: 6 videos of 6 s, 480x272, the demo's
 ``pipeline_config``) on a fresh stack and fresh Airflow services of its own (a temporary home, free ports), so a
 running ``make demo`` is untouched. Printed: each stage's wall time, the whole loop's, the time from the upload to the
 endpoint answering through the gateway, and memory: every ~0.5 s the resident set (``VmRSS``) of the stack's and the
