@@ -62,15 +62,16 @@ with DAG(
         return "ground_truth.first_pass" if chosen == "ground_truth" else "label_studio.first_pass.plan"
 
     def label_studio_round(group_id: str, config, predictions=None) -> tuple:
-        """One Label Studio round: start (project, storage, tasks) -> wait for annotators -> export as a manifest."""
-        with TaskGroup(group_id) as group:
+        """One Label Studio round: start (project, storage, tasks) -> wait for annotators -> export as a manifest;
+        returns (start, export)."""
+        with TaskGroup(group_id):
             start = LabelStudioRoundOperator(task_id="start", config=config, predictions=predictions,
                                              trigger_rule="none_failed_min_one_success")
             wait = LabelStudioRoundSensor(task_id="wait", project_id=start.output["project_id"], timeout=7 * 86400,
                                           poke_interval=10)
             export = LabelStudioExportOperator(task_id="export", config=config, project_id=start.output["project_id"])
             wait >> export
-        return group, start, export
+        return start, export
 
     ground_truth, label_studio = TaskGroup("ground_truth"), TaskGroup("label_studio")
     with ground_truth:
@@ -91,7 +92,7 @@ with DAG(
         predict = SageMakerProcessingOperator(task_id="predict", config=planned["request"], check_interval=10)
         # The round's request comes through `plan`: with select_frames as a direct upstream, `start` (trigger rule
         # none_failed_min_one_success, for a skipped `predict`) would also run when Ground Truth was chosen.
-        _, ls_first_start, ls_first = label_studio_round("round", planned["round"], planned["predictions"])
+        ls_first_start, ls_first = label_studio_round("round", planned["round"], planned["predictions"])
         needs_predictions(planned["request"]) >> [predict, ls_first_start]
         predict >> ls_first_start
 
@@ -125,7 +126,7 @@ with DAG(
     with ground_truth:
         gt_review = SageMakerLabelingOperator(task_id="review", config=review_request, check_interval=5)
     with label_studio:
-        _, ls_review_start, ls_review = label_studio_round("review", review_request)
+        ls_review_start, ls_review = label_studio_round("review", review_request)
     review_route >> [gt_review, ls_review_start]
 
     @task(trigger_rule="none_failed_min_one_success", outlets=[DATASET])

@@ -215,15 +215,17 @@ class Loop:
             self.mark_runs(*DAG_IDS)
 
     def fail_stale_runs(self) -> None:
-        """Runs left queued or running by an earlier session (a stopped demo, an interrupted ``dag.test()`` in the
-        same Airflow home) would hold ``max_active_runs`` and stall this loop: they are marked failed, and said so."""
+        """Runs already queued or running when the loop starts (left by an earlier session: a stopped demo, an
+        interrupted ``dag.test()`` in the same Airflow home; or created by the scheduler for a schedule that came due
+        while the services started) would hold ``max_active_runs`` and stall this loop: they are marked failed, and
+        said so."""
         for dag_id in DAG_IDS:
             for run in self.api.runs(dag_id):
                 if run["state"] in ("queued", "running"):
                     self.api.request("PATCH", f"/dags/{dag_id}/dagRuns/{quote(run['dag_run_id'], safe='')}",
                                      {"state": "failed"})
-                    self.say(f"   {dag_id} run {run['dag_run_id']} left {run['state']} by an earlier session: "
-                             f"marked failed")
+                    self.say(f"   {dag_id} run {run['dag_run_id']} ({run['run_type']}) was {run['state']} before "
+                             f"the loop started: marked failed (it would hold max_active_runs)")
                     if dag_id == "ingest_and_extract":
                         self.stale_ingest_failed_at = time.time()
 

@@ -7,6 +7,7 @@ in the HumanTaskConfig API reference); the adjustment (review) workflow has its 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 # Region -> AWS's account that hosts the built-in Ground Truth Lambdas (HumanTaskConfig.PreHumanTaskLambdaArn docs).
@@ -18,6 +19,7 @@ BUILTIN_LAMBDA_ACCOUNTS = {
 }
 HUMAN_TASK_UI_ACCOUNT = "394669845002"
 LABEL_CONFIG_VERSION = "2018-11-28"
+MAX_LABELS = 50  # Ground Truth's limit for a bounding-box label category configuration
 
 
 class GroundTruthRegionError(ValueError):
@@ -35,6 +37,31 @@ def builtin_lambda_arn(region: str, step: str, adjustment: bool = False) -> str:
 
 def label_category_config(classes: list[str] | tuple[str, ...]) -> dict[str, Any]:
     return {"document-version": LABEL_CONFIG_VERSION, "labels": [{"label": c} for c in classes]}
+
+
+def parse_label_categories(text: str, uri: str = "the label category configuration") -> list[str]:
+    """The labels of a label category configuration file, in order; ``ValueError`` with the reason if invalid."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"The label category configuration {uri} is not valid JSON: {exc}") from exc
+    labels = document.get("labels") if isinstance(document, dict) else None
+    if not isinstance(labels, list) or not labels:
+        raise ValueError(f"The label category configuration {uri} has no \"labels\" list: expected "
+                         '{"document-version": "2018-11-28", "labels": [{"label": "..."}, ...]}')
+    names = []
+    for index, entry in enumerate(labels):
+        name = entry.get("label") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"The label category configuration {uri}: labels[{index}] has no \"label\" string")
+        names.append(name)
+    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
+    if duplicates:
+        raise ValueError(f"The label category configuration {uri} repeats the label(s) {', '.join(duplicates)}")
+    if len(names) > MAX_LABELS:
+        raise ValueError(f"The label category configuration {uri} has {len(names)} labels; a bounding box task "
+                         f"takes at most {MAX_LABELS}")
+    return names
 
 
 def input_manifest(frame_uris: list[str]) -> str:

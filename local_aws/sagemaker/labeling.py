@@ -96,7 +96,6 @@ import threading
 import time
 import uuid
 from bisect import bisect_left
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
@@ -123,6 +122,7 @@ from include.labeling.consolidation import (  # noqa: F401 - re-exported: the lo
     output_line,
     pixel_box,
 )
+from include.labeling.ground_truth import MAX_LABELS, parse_label_categories  # noqa: F401 - re-exported
 from local_aws.sagemaker.resources import Resources, now
 from local_aws.settings import REGION, StackSettings
 
@@ -135,7 +135,6 @@ WORKER_RESPONSES_ENV = "LOCAL_WORKFORCE_WORKER_RESPONSES"  # "0": skip the per-o
 BOUNDING_BOX_PRE = "PRE-BoundingBox"
 ADJUSTMENT_PRE = "PRE-AdjustmentBoundingBox"
 TRUTH_SCHEMA = "surgical-mlops/synthetic-truth/v1"
-MAX_LABELS = 50  # Ground Truth's limit for a bounding-box label category configuration
 MATCH_IOU = 0.3  # an adjustment worker takes an existing box for the object it overlaps at least this much
 COUNTERS_EVERY = 20  # frames between LabelCounters updates
 LOG_EVERY_S = 1.0
@@ -341,32 +340,7 @@ class Workforce:
         return round(4.0 + boxes * rng.uniform(3.0, 9.0) + rng.expovariate(1 / 3.0), 3)
 
 
-# -- Ground Truth's output format: include.labeling.consolidation; the label categories ----------------
-def parse_label_categories(text: str, uri: str = "the label category configuration") -> list[str]:
-    """The labels of a label category configuration file, in order; ``ValueError`` with the reason if invalid."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"The label category configuration {uri} is not valid JSON: {exc}") from exc
-    labels = document.get("labels") if isinstance(document, dict) else None
-    if not isinstance(labels, list) or not labels:
-        raise ValueError(f"The label category configuration {uri} has no \"labels\" list: expected "
-                         '{"document-version": "2018-11-28", "labels": [{"label": "..."}, ...]}')
-    names = []
-    for index, entry in enumerate(labels):
-        name = entry.get("label") if isinstance(entry, dict) else None
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"The label category configuration {uri}: labels[{index}] has no \"label\" string")
-        names.append(name)
-    duplicates = sorted(n for n, count in Counter(names).items() if count > 1)
-    if duplicates:
-        raise ValueError(f"The label category configuration {uri} repeats the label(s) {', '.join(duplicates)}")
-    if len(names) > MAX_LABELS:
-        raise ValueError(f"The label category configuration {uri} has {len(names)} labels; a bounding box task "
-                         f"takes at most {MAX_LABELS}")
-    return names
-
-
+# -- Ground Truth's output format: include.labeling.consolidation; the label categories: include.labeling.ground_truth
 # -- frames and their hidden truth ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FrameInfo:

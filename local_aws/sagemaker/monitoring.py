@@ -248,12 +248,17 @@ class MonitoringService:
 
     # -- one execution --------------------------------------------------------------------------------------------
     def run(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Run-now (local only): the window is the body's StartTime/EndTime, by default the last hour."""
+        """Run-now (local only): the window is the body's StartTime/EndTime, by default the hour up to now.
+
+        The default end is the start of the next whole second: captured records carry ``inferenceTime`` in whole
+        seconds (as on AWS) and the window goes to the container in whole seconds, so an end of "now" would leave out
+        the records of the current second (a run-now right after the traffic missed up to half of it)."""
         self.resources.describe("MonitoringSchedule", name)
         moment = datetime.now(UTC)
         start = _parse_time(body["StartTime"]) if body.get("StartTime") else None
-        end = _parse_time(body["EndTime"]) if body.get("EndTime") else None
-        return self.start_execution(name, moment, (start or (end or moment) - timedelta(hours=1), end or moment))
+        end = _parse_time(body["EndTime"]) if body.get("EndTime") else moment.replace(microsecond=0) + timedelta(
+            seconds=1)
+        return self.start_execution(name, moment, (start or end - timedelta(hours=1), end))
 
     def window(self, schedule: dict[str, Any], scheduled: datetime) -> tuple[datetime, datetime]:
         """The data an execution analyses: the offsets of ScheduleConfig, else the previous period of the cron

@@ -28,6 +28,7 @@ from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk import BaseOperator, BaseSensorOperator
 
 from include.labeling import label_studio as ls
+from include.labeling.ground_truth import parse_label_categories
 
 IMPORT_CHUNK = 500
 
@@ -49,8 +50,8 @@ class LabelStudioHook(HttpHook):
 
     @property
     def ui_url(self) -> str:
-        self.get_conn()  # sets base_url from the connection
-        return str(self.base_url).rstrip("/")
+        """The server's address, from the connection (host, schema, port) without opening a session."""
+        return self.url_from_endpoint("").rstrip("/")
 
     def call(self, method: str, endpoint: str, body: Any = None, params: Mapping[str, Any] | None = None) -> Any:
         self.method = method
@@ -137,7 +138,7 @@ class LabelStudioRoundOperator(BaseOperator):
             bucket, key = split_uri(uri)
             return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
 
-        classes = [entry["label"] for entry in json.loads(read(round_.label_config_uri))["labels"]]
+        classes = parse_label_categories(read(round_.label_config_uri), round_.label_config_uri)
         records = [json.loads(line) for line in read(round_.manifest_uri).splitlines() if line.strip()]
         project = hook.project(round_.name)
         if project is None:
@@ -250,7 +251,8 @@ class LabelStudioExportOperator(BaseOperator):
         round_ = ls.Round.from_request(self.config)
         hook, s3 = LabelStudioHook(self.label_studio_conn_id), S3Hook(aws_conn_id=self.aws_conn_id).get_conn()
         bucket, key = split_uri(round_.label_config_uri)
-        classes = [e["label"] for e in json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())["labels"]]
+        classes = parse_label_categories(s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode(),
+                                         round_.label_config_uri)
         exported = hook.export(int(self.project_id))
         manifest, counters, errors = ls.output_manifest(exported, classes, round_)
         for error in errors:

@@ -157,6 +157,16 @@ def test_an_empty_window_completes_with_a_clear_result(aws, local_stack, monitor
     assert statistics["dataset"]["item_count"] == 0 and statistics["message"] == "no captured data in the window"
 
 
+def test_run_now_window_takes_in_the_records_of_the_current_second(aws, local_stack, monitored):
+    """inferenceTime and the window are whole seconds: a window ending "now" lost the traffic of the last second."""
+    stamped = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # a record captured now carries this inferenceTime
+    execution = _run_now(local_stack, monitored["schedule"])
+    _wait_execution(aws("sagemaker"), monitored["schedule"], execution["ProcessingJobArn"])
+    environment = aws("sagemaker").describe_processing_job(
+        ProcessingJobName=execution["ProcessingJobArn"].rsplit("/", 1)[1])["Environment"]
+    assert environment["start_time"] <= stamped < environment["end_time"], environment
+
+
 def test_unknown_schedule_and_bad_cron_are_refused(aws, local_stack, monitored):
     status, body = _post(f"{local_stack.sagemaker_url}/local/monitoring-schedules/nope/executions")
     assert status == 400 and body["__type"] == "ResourceNotFound"
