@@ -83,8 +83,8 @@ test-unit: setup
 mwaa-bundle: setup  ## dist/mwaa/: what MWAA syncs from S3 (dags/ with include/, flat plugins.zip, requirements.txt, startup.sh)
 	$(BIN)/python -m tools.mwaa_bundle --out dist/mwaa
 
-demo: setup  ## bring the stack up, generate surgical videos, upload them, show the pipeline working
-	$(BIN)/python -m local_aws.demo
+demo: setup  ## bring the stack up, generate surgical videos, upload them, show the pipeline working (LABELING_BACKEND=label_studio: label in Label Studio)
+	$(BIN)/python -m local_aws.demo --labeling-backend $(or $(LABELING_BACKEND),ground_truth)
 
 demo-down: airflow-down down  ## stop everything the demo started
 

@@ -19,6 +19,12 @@ approved. Two things are triggered through the REST API instead of waiting for t
 drift_retrain's hourly check (it creates the baseline and the monitoring schedule) and, when the next */10 tick is
 far, the ingest run of the drift videos.
 
+``--labeling-backend label_studio`` (``make demo LABELING_BACKEND=label_studio``) labels in Label Studio instead of
+the local Ground Truth: the stack's Label Studio comes up before Airflow (so the workers get its connection), the
+``pipeline_config`` Variable names the backend, and the simulated annotators (``local_aws.label_studio.workforce``)
+work the rounds' tasks over Label Studio's REST API while the loop runs; open the printed Label Studio URL to watch
+(or label by hand: a task a person annotated counts).
+
 ``Loop`` is the loop itself; ``bench/loop.py`` and ``tests/e2e/test_loop.py`` run it with other data.
 Exit status: 0 when every stage finished as expected, 1 when a run failed or a stage timed out.
 """
@@ -30,16 +36,17 @@ import base64
 import json
 import os
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from include.config import build_config
+from include.config import LABELING_BACKENDS, build_config
 from include.lambdas.s3_to_sqs import video_id_for
 from include.synthetic import generate_video
 from local_aws import airflow_services, bootstrap, stack
@@ -319,8 +326,11 @@ class Loop:
                 time.sleep(2)
             if not runs:
                 raise StageFailed("frames appeared without an ingest_and_extract run being seen")
-            # the run that wrote the frames (max_active_runs=1: the last one seen) ends with settle (frames Asset)
-            self.finish("ingest_and_extract", {"dag_run_id": runs[-1]}, stage)
+            # the run that wrote the frames ends with settle (frames Asset): the last one seen whose plan ran (a
+            # scheduled run queued behind it, e.g. a */10 tick during a triggered run, waits on an empty queue)
+            writer = next((r for r in reversed(runs)
+                           if self.api.task_instances("ingest_and_extract", r).get("plan") == "success"), runs[-1])
+            self.finish("ingest_and_extract", {"dag_run_id": writer}, stage)
             frames = 0
             for video_id in video_ids:
                 manifest = self.json_object(self.config.frames_bucket, f"frames/{video_id}/frames.json")
@@ -543,6 +553,26 @@ class Loop:
         return "\n".join(lines)
 
 
+@contextmanager
+def annotators(stack_settings: StackSettings, backend: str) -> Iterator[None]:
+    """With Label Studio, the simulated annotators work its tasks in a thread while the loop runs."""
+    if backend != "label_studio":
+        yield
+        return
+    from local_aws.label_studio import workforce
+
+    stop = threading.Event()
+    thread = threading.Thread(target=workforce.run, args=(stack_settings, stop), name="label-studio-workforce",
+                              daemon=True)
+    thread.start()
+    print("   simulated annotators working Label Studio's tasks (local_aws.label_studio.workforce)")
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
 def fresh_start(stack_settings: StackSettings, airflow: AirflowSettings) -> None:
     """The demo shows the pipeline from an empty registry: a champion left by an earlier demo would (rightly) reject
     this run's first model. The previous demo's services are stopped and its state removed (S3 is moto's memory; the
@@ -565,22 +595,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-retrain", action="store_true", help="stop once drift_retrain sent the videos back")
     parser.add_argument("--keep-state", action="store_true",
                         help="keep the previous demo's registry, endpoints and Airflow runs (default: start afresh)")
+    parser.add_argument("--labeling-backend", choices=LABELING_BACKENDS, default="ground_truth",
+                        help="who labels: the local Ground Truth (default) or Label Studio with simulated annotators")
     args = parser.parse_args(argv)
     stack_settings = load_settings()
     airflow = airflow_services.load_airflow_settings(stack_settings)
     if not args.keep_state:
         fresh_start(stack_settings, airflow)
     started = time.time()
+    data = DemoData()
+    if args.labeling_backend == "label_studio":
+        from local_aws.label_studio import server as label_studio
+
+        print("[set-up] Label Studio (before Airflow: the workers read its connection from the environment)")
+        label_studio.up(stack_settings)
+        data = replace(data, pipeline_config={**data.pipeline_config, "labeling_backend": "label_studio"})
     print("[set-up] the local AWS stack and the Airflow services (scheduler, dag-processor, triggerer, api-server)")
     bring_up(stack_settings, airflow)
     print(f"   up in {time.time() - started:.0f} s")
-    loop = Loop(stack_settings, airflow, retrain=not args.no_retrain)
-    ok = loop.run()
+    loop = Loop(stack_settings, airflow, data, retrain=not args.no_retrain)
+    with annotators(stack_settings, args.labeling_backend):
+        ok = loop.run()
     print("\n== summary\n" + loop.table())
     trainings = loop.facts.get("trainings", [])
     print(f"\nAirflow UI:  {airflow.url}  (user {airflow.username!r}, password {airflow.password()!r}; "
           f"also in {airflow.env_file})")
     print(f"API:         POST {stack_settings.api_gateway_url}/detect  body {{\"image\": <base64 JPEG>}}")
+    if args.labeling_backend == "label_studio":
+        from local_aws.label_studio import server as label_studio
+
+        print(f"Label Studio: {label_studio.url(stack_settings)}  (login {label_studio.ADMIN_EMAIL}, password in "
+              f"{label_studio.home(stack_settings) / 'credentials.env'}; one project per labeling round)")
     for t in trainings:
         print(f"Report:      {t['candidate'].get('report_uri')}  ->  {t['report_link']}  "
               f"(train_and_register {t['run_id']}, task fit.train, extra link 'Model report')")
