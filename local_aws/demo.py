@@ -51,6 +51,7 @@ from include.lambdas.s3_to_sqs import video_id_for
 from include.synthetic import generate_video
 from local_aws import airflow_services, bootstrap, stack
 from local_aws.airflow_services import AirflowApi, AirflowApiError, AirflowSettings
+from local_aws.label_studio import server as label_studio
 from local_aws.settings import StackSettings, load_settings
 
 DAG_IDS = ["ingest_and_extract", "labeling", "train_and_register", "deploy", "drift_retrain"]
@@ -605,8 +606,6 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     data = DemoData()
     if args.labeling_backend == "label_studio":
-        from local_aws.label_studio import server as label_studio
-
         print("[set-up] Label Studio (before Airflow: the workers read its connection from the environment)")
         label_studio.up(stack_settings)
         data = replace(data, pipeline_config={**data.pipeline_config, "labeling_backend": "label_studio"})
@@ -622,8 +621,6 @@ def main(argv: list[str] | None = None) -> int:
           f"also in {airflow.env_file})")
     print(f"API:         POST {stack_settings.api_gateway_url}/detect  body {{\"image\": <base64 JPEG>}}")
     if args.labeling_backend == "label_studio":
-        from local_aws.label_studio import server as label_studio
-
         print(f"Label Studio: {label_studio.url(stack_settings)}  (login {label_studio.ADMIN_EMAIL}, password in "
               f"{label_studio.home(stack_settings) / 'credentials.env'}; one project per labeling round)")
     for t in trainings:

@@ -122,7 +122,7 @@ from include.labeling.consolidation import (  # noqa: F401 - re-exported: the lo
     output_line,
     pixel_box,
 )
-from include.labeling.ground_truth import MAX_LABELS, parse_label_categories  # noqa: F401 - re-exported
+from include.labeling.ground_truth import parse_label_categories
 from local_aws.sagemaker.resources import Resources, now
 from local_aws.settings import REGION, StackSettings
 
@@ -340,7 +340,6 @@ class Workforce:
         return round(4.0 + boxes * rng.uniform(3.0, 9.0) + rng.expovariate(1 / 3.0), 3)
 
 
-# -- Ground Truth's output format: include.labeling.consolidation; the label categories: include.labeling.ground_truth
 # -- frames and their hidden truth ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FrameInfo:
@@ -834,4 +833,4 @@ def _consolidation_key(output_root: str, batch: int) -> str:
 __all__ = ["Box", "ConsolidatedBox", "FrameCatalog", "FrameInfo", "JobFailed", "LabelingRunner", "Noise",
            "WorkerAnswer", "Workforce", "consolidate", "creation_date", "existing_boxes", "image_size", "iou",
            "label_metadata", "label_value", "match_boxes", "noise_settings", "output_line",
-           "parse_label_categories", "parse_noise_tag", "pixel_box", "worker_response"]
+           "parse_noise_tag", "pixel_box", "worker_response"]

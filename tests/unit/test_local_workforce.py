@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from include.labeling.ground_truth import parse_label_categories
 from local_aws.sagemaker.backend import SageMakerBackend
 from local_aws.sagemaker.labeling import (
     LOG_GROUP,
@@ -30,7 +31,6 @@ from local_aws.sagemaker.labeling import (
     iou,
     match_boxes,
     noise_settings,
-    parse_label_categories,
     parse_noise_tag,
 )
 from local_aws.settings import StackSettings
