@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {split}: {len(info['videos'])} videos, {info['frames']} frames, boxes {info['boxes']}")
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
 
-    hps = {"epochs": 9, "max_train_seconds": TARGET_TRAIN_S, **parse_hp(args.hp)}
+    hps = {"epochs": 10, "max_train_seconds": TARGET_TRAIN_S, **parse_hp(args.hp)}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         print(f"== trainer, defaults + {hps}")
         main_run = run_trainer(dataset_dir, frames_dir, hps, Path(tmp) / "main", echo=not args.quiet)

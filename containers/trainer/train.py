@@ -50,7 +50,7 @@ class Hyperparameters:
     weight_decay: float = 0.0005
     momentum: float = 0.9  # SGD only
     warmup_steps: int = 50
-    image_size: int = 256  # the longer side of the model's input, in pixels
+    image_size: int = 320  # the longer side of the model's input, in pixels
     bn_momentum: float = 0.3  # BatchNorm running-statistics momentum (see set_bn_momentum)
     anchor_min_ratio: float = 0.2  # SSD models: the smallest default box, as a fraction of the image (see build_model)
     augment: str = "full"  # none | flip | full (flips, photometric jitter, zoom)
@@ -58,6 +58,7 @@ class Hyperparameters:
     max_train_seconds: float = 0.0  # 0: no limit; else stop after the epoch that crosses it
     device: str = "auto"  # auto | cpu | cuda
     workers: int = 0  # DataLoader worker processes (images are decoded once, before training)
+    channels_last: int = 1  # 1: train in the channels-last (NHWC) memory format (faster convolutions); 0: NCHW
     score_threshold: float = -1.0  # for model_config.json and the per-frame counts; < 0: best F1 on val
 
     @classmethod
@@ -103,6 +104,8 @@ class Hyperparameters:
             problems.append(f"anchor_min_ratio must be in [0.01, 0.95), got {self.anchor_min_ratio}")
         if not 0 < self.bn_momentum <= 1:
             problems.append(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        if self.channels_last not in (0, 1):
+            problems.append(f"channels_last must be 0 or 1, got {self.channels_last}")
         if self.score_threshold >= 1:
             problems.append(f"score_threshold must be < 1, got {self.score_threshold}")
         if problems:
@@ -323,7 +326,11 @@ def run(environ: dict[str, str] | os._Environ | None = None) -> dict[str, Any]:
     log(f"images decoded and resized to {hp.image_size} px in {time.monotonic() - loaded:.1f} s")
 
     kwargs = model_kwargs(hp.model, hp.image_size)
-    model = build_model(hp.model, len(cats), hp.image_size, kwargs, hp.anchor_min_ratio).to(device)
+    # channels_last: MKL-DNN's (and cuDNN's) convolutions, the depthwise ones above all, run faster on NHWC weights;
+    # a training step of the default SSDlite took 0.36 s instead of 0.55 s on 2 CPU cores (batch 16, 256 px).
+    memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
+    model = build_model(hp.model, len(cats), hp.image_size, kwargs, hp.anchor_min_ratio).to(
+        device, memory_format=memory_format)
     set_bn_momentum(model, hp.bn_momentum)
     optimizer = make_optimizer(hp, model)
     train_set = DetectionDataset(samples["train"], TrainTransform(hp.augment), seed=hp.seed)
@@ -422,7 +429,7 @@ def write_outputs(paths: Paths, hp: Hyperparameters, cats: list[Category], card:
                   history: list[dict[str, Any]], best: dict[str, Any], kwargs: dict[str, Any], stopped_early: bool,
                   train_seconds: float) -> list[str]:
     paths.model.mkdir(parents=True, exist_ok=True)
-    model = model.to("cpu").eval()
+    model = model.to("cpu", memory_format=torch.contiguous_format).eval()  # the exports get plain NCHW weights
     torch.save(model.state_dict(), paths.model / "model.pt")
     first_test = samples["test"][0]
     example = export.read_image(_frame_of(paths, first_test.file_name))

@@ -23,7 +23,7 @@ Coordinates: Label Studio's rectangles are in percent of the image (``x``, ``y``
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -32,6 +32,7 @@ from include.labeling.consolidation import Box, consolidate, creation_date, exis
 
 FROM_NAME, TO_NAME = "label", "image"
 ADJUSTMENT_LAMBDA = "PRE-AdjustmentBoundingBox"
+TASK_PAGE_SIZE = 200
 COLORS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c")
 
 
@@ -162,6 +163,21 @@ def predictions_by_frame(lines: Iterable[str], prefix: str, classes: Sequence[st
 
 def finished(annotation: Mapping[str, Any]) -> bool:
     return not annotation.get("was_cancelled") and annotation.get("result") is not None
+
+
+def paged_tasks(get: Callable[[dict[str, Any]], Any], project_id: int,
+                page_size: int = TASK_PAGE_SIZE) -> Iterator[dict[str, Any]]:
+    """Every task of a project through Label Studio's paged ``GET /api/tasks``: ``get(params)`` makes the call and
+    returns its JSON body, ``{"tasks": [...], "total": N}`` (a bare list from servers that do not page). Shared by
+    the Airflow hook and the local simulated annotators."""
+    page = 1
+    while True:
+        body = get({"project": int(project_id), "page": page, "page_size": page_size, "fields": "all"})
+        tasks = body.get("tasks", []) if isinstance(body, dict) else body
+        yield from tasks
+        if not tasks or not isinstance(body, dict) or page * page_size >= int(body.get("total") or 0):
+            return
+        page += 1
 
 
 def output_manifest(tasks: Iterable[Mapping[str, Any]], classes: Sequence[str], round_: Round,

@@ -24,7 +24,7 @@ from typing import Any
 
 import requests
 
-from include.labeling.label_studio import boxes_from_result, finished, rectangle
+from include.labeling.label_studio import boxes_from_result, finished, paged_tasks, rectangle
 from local_aws.label_studio import server
 from local_aws.sagemaker.labeling import FrameCatalog, WorkerAnswer, Workforce, existing_boxes, noise_settings
 from local_aws.settings import StackSettings, load_settings
@@ -63,14 +63,7 @@ class LabelStudioWorkforce:
         return self._call("GET", "/api/projects", params={"page_size": 1000}).get("results", [])
 
     def tasks(self, project_id: int) -> Iterable[dict[str, Any]]:
-        page = 1
-        while True:
-            body = self._call("GET", "/api/tasks", params={"project": project_id, "page": page, "page_size": 200,
-                                                           "fields": "all"})
-            yield from body.get("tasks", [])
-            if page * 200 >= body.get("total", 0):
-                return
-            page += 1
+        return paged_tasks(lambda params: self._call("GET", "/api/tasks", params=params), project_id)
 
     def work(self, project_ids: Iterable[int] | None = None) -> int:
         """Submit every annotation the projects still need; returns how many were submitted."""

@@ -79,15 +79,7 @@ class LabelStudioHook(HttpHook):
 
     def tasks(self, project_id: int) -> Iterator[dict[str, Any]]:
         """Every task of a project (paged)."""
-        page = 1
-        while True:
-            body = self.call("GET", "/api/tasks", params={"project": int(project_id), "page": page,
-                                                           "page_size": 200, "fields": "all"})
-            tasks = body.get("tasks", []) if isinstance(body, dict) else body
-            yield from tasks
-            if not tasks or (isinstance(body, dict) and page * 200 >= body.get("total", 0)):
-                return
-            page += 1
+        return ls.paged_tasks(lambda params: self.call("GET", "/api/tasks", params=params), project_id)
 
     def export(self, project_id: int) -> list[dict[str, Any]]:
         """Every task with its annotations and ``meta`` (Label Studio's JSON export)."""

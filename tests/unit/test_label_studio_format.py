@@ -136,3 +136,20 @@ def test_predictions_become_suggested_boxes():
     assert item["predictions"][0]["result"][0]["score"] == 0.8
     assert "predictions" not in ls.task({"source-ref": "s3://x/y.jpg"}, W, H, CLASSES,
                                         ls.Round.from_request(request()))
+
+
+def test_paged_tasks_reads_every_page_and_stops_at_the_total():
+    tasks = [{"id": i} for i in range(450)]
+    calls = []
+
+    def get(params):
+        calls.append(params)
+        start = (params["page"] - 1) * params["page_size"]
+        return {"tasks": tasks[start:start + params["page_size"]], "total": len(tasks)}
+
+    assert list(ls.paged_tasks(get, "7")) == tasks
+    assert [c["page"] for c in calls] == [1, 2, 3]
+    assert calls[0] == {"project": 7, "page": 1, "page_size": 200, "fields": "all"}
+    # a server that does not page answers a bare list: one call; an empty first page: one call, nothing
+    assert list(ls.paged_tasks(lambda params: [{"id": 1}], 7)) == [{"id": 1}]
+    assert list(ls.paged_tasks(lambda params: {"tasks": [], "total": 0}, 7)) == []

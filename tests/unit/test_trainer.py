@@ -167,6 +167,20 @@ def test_a_nan_loss_stops_the_job_with_the_reason(tmp_path, data):
     assert not (job_root / "model" / "model.pt").exists()
 
 
+def test_training_runs_channels_last_and_writes_plain_nchw_weights(trained, tmp_path, data):
+    """The default (channels_last=1) trains in NHWC; model.pt and the exports get the usual contiguous weights."""
+    import torch
+
+    proc, job_root = trained
+    assert '"channels_last": 1' in proc.stdout
+    state = torch.load(job_root / "model" / "model.pt", map_location="cpu", weights_only=True)
+    convs = [v for v in state.values() if v.ndim == 4]
+    assert convs and all(v.is_contiguous() for v in convs)
+    proc, job_root = run_job(tmp_path, {"dataset": data[0], "frames": data[1]}, {**FAST, "channels_last": 2})
+    assert proc.returncode == 1
+    assert failure(job_root) == "bad hyperparameters: channels_last must be 0 or 1, got 2"
+
+
 def test_an_empty_dataset_fails(tmp_path):
     dataset, frames = make_dataset(tmp_path / "data", videos=3, frames=1, boxes=False)
     proc, job_root = run_job(tmp_path, {"dataset": dataset, "frames": frames}, FAST)
