@@ -55,6 +55,8 @@ from local_aws.label_studio import server as label_studio
 from local_aws.settings import StackSettings, load_settings
 
 DAG_IDS = ["ingest_and_extract", "labeling", "train_and_register", "deploy", "drift_retrain"]
+# The labeling DAG's Label Studio round tasks; each returns its project's link.
+LABEL_STUDIO_ROUNDS = {"first pass": "label_studio.first_pass.round.start", "review": "label_studio.review.start"}
 STALE_SENSOR_GRACE_S = 20.0  # a failed-marked run's sensor: one 10 s long poll plus a task heartbeat
 
 
@@ -345,6 +347,10 @@ class Loop:
         with self.stage(name) as stage:
             run = self.finish("labeling", self.new_run("labeling", match), stage)
             published = self.xcom("labeling", run["dag_run_id"], "publish") or {}
+            for round_name, task_id in LABEL_STUDIO_ROUNDS.items():
+                started = self.xcom("labeling", run["dag_run_id"], task_id)  # None with the Ground Truth backend
+                if isinstance(started, dict) and started.get("project_url"):
+                    self.say(f"   Label Studio {round_name}: {started['project_url']}")
             card = self.json_object(self.config.annotations_bucket, f"datasets/{published['version']}/card.json")
             self.say(f"   dataset {card['version']} (parent {card['parent']}): {card['frames']} frames; "
                      + ", ".join(f"{s} {i['frames']} frames/{len(i['videos'])} video(s)"
