@@ -580,16 +580,21 @@ def annotators(stack_settings: StackSettings, backend: str) -> Iterator[None]:
         thread.join(timeout=30)
 
 
-def fresh_start(stack_settings: StackSettings, airflow: AirflowSettings) -> None:
+def fresh_start(stack_settings: StackSettings, airflow: AirflowSettings, label_studio_data: bool = False) -> None:
     """The demo shows the pipeline from an empty registry: a champion left by an earlier demo would (rightly) reject
     this run's first model. The previous demo's services are stopped and its state removed (S3 is moto's memory; the
     local SageMaker keeps its resources in ``sagemaker/``, Airflow its runs in ``airflow/``); the truth store, the
-    generated videos' cache and the benchmarks' caches stay."""
+    generated videos' cache and the benchmarks' caches stay. ``label_studio_data`` (the Label Studio backend): its
+    projects go too (their frames were in the old S3), its credentials stay and it recreates its admin at start."""
     import shutil
 
     airflow_services.down(airflow)
     stack.down(stack_settings)
-    removed = [path for path in (stack_settings.home / "sagemaker", airflow.home) if path.exists()]
+    paths = [stack_settings.home / "sagemaker", airflow.home]
+    if label_studio_data:
+        label_studio.down(stack_settings)
+        paths.append(label_studio.home(stack_settings) / "data")
+    removed = [path for path in paths if path.exists()]
     for path in removed:
         shutil.rmtree(path)
     if removed:
@@ -608,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     stack_settings = load_settings()
     airflow = airflow_services.load_airflow_settings(stack_settings)
     if not args.keep_state:
-        fresh_start(stack_settings, airflow)
+        fresh_start(stack_settings, airflow, label_studio_data=args.labeling_backend == "label_studio")
     started = time.time()
     data = DemoData()
     if args.labeling_backend == "label_studio":

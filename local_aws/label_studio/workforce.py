@@ -42,6 +42,9 @@ class LabelStudioWorkforce:
         self.session.headers["Authorization"] = f"Token {server.token(settings)}"
         self.base = server.url(settings)
         self._users: dict[str, int] = {}
+        # Tasks whose frame could not be read (e.g. an earlier demo's project, its bucket gone): left for a person,
+        # said once per project, and not read again on every pass.
+        self.left_for_person: set[int] = set()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.session.request(method, self.base + path, timeout=60, **kwargs)
@@ -84,13 +87,14 @@ class LabelStudioWorkforce:
         overlap = int(project.get("maximum_annotations") or 1)
         workforce = Workforce(project["title"], classes, overlap, noise_settings())
         catalog = FrameCatalog(self.s3, self.settings.truth_dir, classes)
-        submitted = 0
+        submitted, unreadable = 0, []
         for item in self.tasks(project["id"]):
             done = [a for a in item.get("annotations") or [] if finished(a)]
-            if len(done) >= overlap:
+            if len(done) >= overlap or item["id"] in self.left_for_person:
                 continue
             answers = self._answers(item, workforce, catalog, classes)
             if answers is None:
+                unreadable.append(item["id"])
                 continue
             width, height = item["meta"]["width"], item["meta"]["height"]  # what the answers were drawn on
             annotators = {a.get("completed_by") for a in done}
@@ -105,7 +109,12 @@ class LabelStudioWorkforce:
                     "lead_time": answer.seconds, "was_cancelled": False, "completed_by": user})
                 annotators.add(user)
                 submitted += 1
-        log.info("project %s (%s): %d annotation(s) submitted", project["id"], project["title"], submitted)
+        if unreadable:
+            self.left_for_person.update(unreadable)
+            log.warning("project %s (%s): %d task(s) with an unreadable frame left for a person (tasks %s)",
+                        project["id"], project["title"], len(unreadable), _ranges(unreadable))
+        if submitted:
+            log.info("project %s (%s): %d annotation(s) submitted", project["id"], project["title"], submitted)
         return submitted
 
     def _answers(self, item: dict[str, Any], workforce: Workforce, catalog: FrameCatalog,
@@ -116,8 +125,7 @@ class LabelStudioWorkforce:
         except ValueError:
             frame = None
         if frame is None or not meta.get("width"):
-            log.warning("task %s: frame unreadable, left for a person", item["id"])
-            return None
+            return None  # the caller leaves it for a person
         # The task's size is the frame's (both from the video's frames.json), and so is the truth's scale.
         width, height, truth = frame.width, frame.height, list(frame.truth or [])
         object_id = int(item.get("inner_id") or item["id"])
@@ -131,6 +139,20 @@ class LabelStudioWorkforce:
         if frame.truth is None:
             return [WorkerAnswer(w, (), 3.0) for w in workforce.crew(object_id)]
         return workforce.annotate(object_id, truth, width, height)
+
+
+def _ranges(ids: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    ids, parts = sorted(ids), []
+    start = prev = ids[0]
+    for i in [*ids[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
 
 
 def run(settings: StackSettings, stop: threading.Event, interval_s: float = 2.0,

@@ -31,3 +31,26 @@ def test_the_airflow_connection_carries_the_token_as_its_password(tmp_path):
     assert connection.password == server.token(settings)
     assert (connection.host, connection.port, connection.schema) == ("127.0.0.1", 47003, "http")
     assert not json.loads(value).get("extra")  # HttpHook would send extra keys as HTTP headers
+
+
+def test_the_simulated_annotators_leave_unreadable_frames_once_and_say_so_once(tmp_path, caplog):
+    """An earlier demo's project whose frames are gone: its tasks are left for a person, one warning per project,
+    and the next pass neither reads them again nor warns again."""
+    import logging
+
+    from local_aws.label_studio import workforce as module
+
+    crew = object.__new__(module.LabelStudioWorkforce)
+    crew.settings, crew.s3, crew.left_for_person = load_settings(home=tmp_path / "stack", base_port=47000), None, set()
+    tasks = [{"id": i, "annotations": [], "meta": {}} for i in (3, 4, 5, 9)]
+    crew.tasks = lambda project_id: iter(tasks)
+    asked = []
+    crew._answers = lambda item, *args: asked.append(item["id"])  # None: unreadable
+    project = {"id": 1, "title": "old-round", "maximum_annotations": 3,
+               "parsed_label_config": {"label": {"labels": ["scalpel"]}}}
+    with caplog.at_level(logging.INFO, logger=module.log.name):
+        assert crew._work_project(project) == 0
+        assert crew._work_project(project) == 0
+    assert asked == [3, 4, 5, 9] and crew.left_for_person == {3, 4, 5, 9}
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["project 1 (old-round): 4 task(s) with an unreadable frame left for a person (tasks 3-5, 9)"]
