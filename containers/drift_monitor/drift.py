@@ -6,10 +6,11 @@ Pure numpy/scipy on feature values: decoding images and captured records is else
 ``capture.py``), so every rule here can be tested on known distributions.
 
 Bins. A numeric feature's bins are fixed by the baseline: the cut points are its deciles (``bins`` - 1 inner cut
-points; a feature with at most ``bins`` distinct values, such as detections per frame, gets one bin per value plus one
-below and one above the baseline's range). Bin ``i`` is ``[cut[i-1], cut[i])`` with open outer bins, so no value of a
-window falls outside the bins. The class mix is a categorical histogram over the baseline's classes plus
-``__other__``; the hue histogram has fixed 10-degree bins.
+points; a feature with at most ``bins`` distinct values, such as detections per frame, gets one bin per value plus
+one below and one above the baseline's range; values within ``SAME_VALUE_RTOL`` of each other count as one). Bin
+``i`` is ``[cut[i-1], cut[i])`` with open outer bins, so no value of a window falls outside the bins. The class mix
+is a categorical histogram over the baseline's classes plus ``__other__``; the hue histogram has fixed 10-degree
+bins.
 
 PSI. ``sum((a - e) * ln(a / e))`` over the bins, ``e`` and ``a`` the baseline's and the window's proportions, each
 floored at ``EPSILON`` (1e-4) so an empty bin costs a bounded amount instead of infinity. It is the symmetric
@@ -34,6 +35,7 @@ import numpy as np
 
 EPSILON = 1e-4
 DEFAULT_BINS = 10
+SAME_VALUE_RTOL = 1e-9  # baseline values closer than this (relative to the largest) count as one value
 DEFAULT_PSI_THRESHOLD = 0.2
 DEFAULT_MIN_SAMPLE_SIZE = 100
 DEFAULT_MAX_UNDECODABLE_FRACTION = 0.1
@@ -86,6 +88,10 @@ def cut_points(values: Any, bins: int = DEFAULT_BINS) -> list[float]:
     if v.size == 0:
         return []
     distinct = np.unique(v)
+    # Values a few ulps apart are one value: the same box computed at two positions gives areas differing in the last
+    # bit, and cut points between them would round onto them (not strictly increasing: the monitor rejects them).
+    tolerance = SAME_VALUE_RTOL * max(1.0, float(np.max(np.abs(distinct))))
+    distinct = distinct[np.concatenate([[True], np.diff(distinct) > tolerance])]
     if distinct.size == 1:
         half = max(abs(float(distinct[0])) * 1e-3, 1e-6)
         return [float(distinct[0]) - half, float(distinct[0]) + half]
