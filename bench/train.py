@@ -179,6 +179,13 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def child_environment() -> dict[str, str]:
+    """The trainer's processes' base environment (what the local SageMaker's runner passes on), unbuffered."""
+    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME") if k in os.environ}
+    env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"})
+    return env
+
+
 def run_trainer(dataset_dir: Path, frames_dir: Path, hyperparameters: dict[str, Any], root: Path,
                 echo: bool = True) -> dict[str, Any]:
     """``entrypoint.py train`` in a child process with ``root`` standing in for ``/opt/ml`` (channels linked)."""
@@ -191,15 +198,14 @@ def run_trainer(dataset_dir: Path, frames_dir: Path, hyperparameters: dict[str, 
             link.symlink_to(source.resolve(), target_is_directory=True)
     strings = {k: str(v) for k, v in hyperparameters.items()}  # SageMaker's hyperparameters are strings
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(strings))
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME") if k in os.environ}
+    env = child_environment()
     env.update({
         "SM_MODEL_DIR": str(root / "model"), "SM_INPUT_DIR": str(root / "input"),
         "SM_INPUT_DATA_DIR": str(root / "input" / "data"), "SM_INPUT_CONFIG_DIR": str(root / "input" / "config"),
         "SM_OUTPUT_DIR": str(root / "output"), "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
         "SM_CHECKPOINT_DIR": str(root / "checkpoints"), "SM_CHANNELS": json.dumps(sorted(channels)),
         "SM_HPS": json.dumps({k: _decode(v) for k, v in strings.items()}), "SM_CURRENT_HOST": "algo-1",
-        "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_NUM_GPUS": "0", "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg",
+        "SM_NUM_CPUS": str(os.cpu_count() or 1), "SM_NUM_GPUS": "0",
         **{f"SM_CHANNEL_{name.upper()}": str(root / "input" / "data" / name) for name in channels},
     })
     started = time.perf_counter()
@@ -248,11 +254,9 @@ def _decode(value: str) -> Any:
 def run_evaluate(model_dir: Path, dataset_dir: Path, frames_dir: Path, output: Path) -> dict[str, Any]:
     """``entrypoint.py evaluate`` (the champion re-scoring Processing job's command) of a model folder on a data
     set's test split; returns its evaluation.json, or raises with the job's log."""
-    env = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TZ", "HOME") if k in os.environ}
-    env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", "MPLBACKEND": "Agg"})
     proc = subprocess.run([sys.executable, str(ENTRYPOINT), "evaluate", "--model", str(model_dir), "--dataset",
                            str(dataset_dir), "--frames", str(frames_dir), "--output", str(output)],
-                          cwd=ENTRYPOINT.parent, env=env, capture_output=True, text=True)
+                          cwd=ENTRYPOINT.parent, env=child_environment(), capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"evaluate failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return json.loads((output / "evaluation.json").read_text())
