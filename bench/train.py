@@ -394,7 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                           if entry["ap50"] is not None))
     train_s = evaluation["train_seconds"]
     met = test["map50"] >= TARGET_MAP50 and train_s <= TARGET_TRAIN_S + 60  # the epoch that crosses the limit ends
-    print(f"target: test mAP@0.5 >= {TARGET_MAP50} within {TARGET_TRAIN_S:.0f} s of CPU training on 2 cores: "
+    print(f"target: test mAP@0.5 >= {TARGET_MAP50} within {TARGET_TRAIN_S:.0f} s of CPU training on 2 cores, data seed "
+          f"{args.data_seed}: "
           f"{'PASS' if met else 'FAIL'} (mAP@0.5 {test['map50']:.4f} after {train_s:.1f} s of training, "
           f"{len(main_run['epochs'])} epochs)")
     return 0
