@@ -29,6 +29,7 @@ import report
 import torch
 import torchvision
 from data import Category, DataError, DetectionDataset, TrainTransform, categories, collate, load_coco, load_split
+from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 
 OPT_ML = Path("/opt/ml")
@@ -49,10 +50,11 @@ class Hyperparameters:
     optimizer: str = "adamw"  # adamw | sgd
     weight_decay: float = 0.0005
     momentum: float = 0.9  # SGD only
-    warmup_steps: int = 50
+    warmup_steps: int = 20
     image_size: int = 320  # the longer side of the model's input, in pixels
     bn_momentum: float = 0.3  # BatchNorm running-statistics momentum (see set_bn_momentum)
     anchor_min_ratio: float = 0.2  # SSD models: the smallest default box, as a fraction of the image (see build_model)
+    match_iou: float = 0.4  # SSD models: a default box at or above this IoU with a labeled box is trained as positive
     augment: str = "full"  # none | flip | full (flips, photometric jitter, zoom)
     seed: int = 0
     max_train_seconds: float = 0.0  # 0: no limit; else stop after the epoch that crosses it
@@ -102,6 +104,8 @@ class Hyperparameters:
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if not 0.01 <= self.anchor_min_ratio < 0.95:
             problems.append(f"anchor_min_ratio must be in [0.01, 0.95), got {self.anchor_min_ratio}")
+        if not 0.1 <= self.match_iou <= 0.9:
+            problems.append(f"match_iou must be in [0.1, 0.9], got {self.match_iou}")
         if not 0 < self.bn_momentum <= 1:
             problems.append(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         if self.channels_last not in (0, 1):
@@ -179,7 +183,7 @@ def model_kwargs(name: str, image_size: int) -> dict[str, Any]:
 
 
 def build_model(name: str, num_classes: int, image_size: int, kwargs: dict[str, Any] | None = None,
-                anchor_min_ratio: float = 0.2) -> torch.nn.Module:
+                anchor_min_ratio: float = 0.2, match_iou: float = 0.5) -> torch.nn.Module:
     """A torchvision detector from scratch (no downloaded weights) for ``num_classes`` classes + background.
 
     SSD models: the input is the longer side ``image_size`` with the aspect kept (not a fixed 320x320 square), 100
@@ -187,6 +191,10 @@ def build_model(name: str, num_classes: int, image_size: int, kwargs: dict[str, 
     0.95 of the image (same number per location: the head is unchanged). At 0.2 the smallest default box overlaps a
     thin scalpel (33x103 px in a 640x360 frame) with IoU < 0.5; 0.1 was tried and trained far worse (val mAP@0.5
     near 0 after 8 epochs on the benchmark data set), so the default stays 0.2.
+
+    ``match_iou`` (training only): a default box at or above it with a labeled box is a positive (SSD's 0.5). Below
+    0.5, a thin box (a scalpel seen edge-on, IoU < 0.5 with every default box) gets positives beyond its one best
+    match (issue 6's figures: README).
     """
     kwargs = model_kwargs(name, image_size) if kwargs is None else kwargs
     model = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes + 1,
@@ -198,6 +206,7 @@ def build_model(name: str, num_classes: int, image_size: int, kwargs: dict[str, 
         model.detections_per_img = 100
         ratios = model.anchor_generator.aspect_ratios
         model.anchor_generator = DefaultBoxGenerator(ratios, min_ratio=anchor_min_ratio, max_ratio=0.95)
+        model.proposal_matcher = det_utils.SSDMatcher(match_iou)
     return model
 
 
@@ -329,7 +338,7 @@ def run(environ: dict[str, str] | os._Environ | None = None) -> dict[str, Any]:
     # channels_last: MKL-DNN's (and cuDNN's) convolutions, the depthwise ones above all, run faster on NHWC weights;
     # a training step of the default SSDlite took 0.36 s instead of 0.55 s on 2 CPU cores (batch 16, 256 px).
     memory_format = torch.channels_last if hp.channels_last else torch.contiguous_format
-    model = build_model(hp.model, len(cats), hp.image_size, kwargs, hp.anchor_min_ratio).to(
+    model = build_model(hp.model, len(cats), hp.image_size, kwargs, hp.anchor_min_ratio, hp.match_iou).to(
         device, memory_format=memory_format)
     set_bn_momentum(model, hp.bn_momentum)
     optimizer = make_optimizer(hp, model)

@@ -181,6 +181,19 @@ def test_training_runs_channels_last_and_writes_plain_nchw_weights(trained, tmp_
     assert failure(job_root) == "bad hyperparameters: channels_last must be 0 or 1, got 2"
 
 
+def test_match_iou_sets_the_ssd_matcher_and_is_range_checked():
+    """``match_iou`` reaches SSD's matcher (training only); out of range it fails the job with the reason."""
+    from tests.inference_model import trainer_modules
+
+    train, _ = trainer_modules()
+    hp = train.Hyperparameters.parse({"match_iou": "0.45"})
+    model = train.build_model(hp.model, 3, 96, anchor_min_ratio=hp.anchor_min_ratio, match_iou=hp.match_iou)
+    assert model.proposal_matcher.high_threshold == model.proposal_matcher.low_threshold == 0.45
+    assert train.build_model(hp.model, 3, 96).proposal_matcher.high_threshold == 0.5  # SSD's own default
+    reason = r"^bad hyperparameters: match_iou must be in \[0.1, 0.9\], got 0.05$"
+    with pytest.raises(train.TrainingFailure, match=reason):
+        train.Hyperparameters.parse({"match_iou": 0.05})
+
 def test_an_empty_dataset_fails(tmp_path):
     dataset, frames = make_dataset(tmp_path / "data", videos=3, frames=1, boxes=False)
     proc, job_root = run_job(tmp_path, {"dataset": dataset, "frames": frames}, FAST)
