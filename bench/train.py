@@ -421,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['seed']:9d} | {evaluation['train_seconds']:10.1f} | {len(r['main']['epochs']):6d} "
               f"({evaluation['best_epoch']:2d})   | {test['map50']:12.4f} | {test['map']:12.4f} | "
               + (f"{extra['map50']:.4f}" if extra else "-"))
-    mean50 = sum(r["main"]["test"]["map50"] for r in results) / len(results)
-    lowest = min(r["main"]["test"]["map50"] for r in results)
+    map50s = [r["main"]["test"]["map50"] for r in results]
+    mean50, lowest = sum(map50s) / len(map50s), min(map50s)
     extras = [r["extra"]["map50"] for r in results if r.get("extra")]
     train_s = max(r["main"]["evaluation"]["train_seconds"] for r in results)
     print(f"mean over {len(results)} data set(s): test mAP@0.5 {mean50:.4f} (lowest {lowest:.4f})"

@@ -194,6 +194,7 @@ def test_match_iou_sets_the_ssd_matcher_and_is_range_checked():
     with pytest.raises(train.TrainingFailure, match=reason):
         train.Hyperparameters.parse({"match_iou": 0.05})
 
+
 def test_an_empty_dataset_fails(tmp_path):
     dataset, frames = make_dataset(tmp_path / "data", videos=3, frames=1, boxes=False)
     proc, job_root = run_job(tmp_path, {"dataset": dataset, "frames": frames}, FAST)
