@@ -83,8 +83,8 @@ test-unit: setup
 mwaa-bundle: setup  ## dist/mwaa/: what MWAA syncs from S3 (dags/ with include/, flat plugins.zip, requirements.txt, startup.sh)
 	$(BIN)/python -m tools.mwaa_bundle --out dist/mwaa
 
-demo: setup  ## bring the stack up, generate surgical videos, upload them, show the pipeline working (LABELING_BACKEND=label_studio: label in Label Studio)
-	$(BIN)/python -m local_aws.demo --labeling-backend $(or $(LABELING_BACKEND),ground_truth)
+demo: setup  ## the whole loop on the defaults: Label Studio + Processing-job drift monitor (LABELING_BACKEND=ground_truth, MONITORING_BACKEND=model_monitor: the opt-ins)
+	$(BIN)/python -m local_aws.demo --labeling-backend $(or $(LABELING_BACKEND),label_studio) --monitoring-backend $(or $(MONITORING_BACKEND),processing)
 
 demo-down: airflow-down down  ## stop everything the demo started
 

@@ -17,7 +17,11 @@ from typing import Any
 
 ENVIRONMENTS = ("local", "dev", "prod")
 AIRFLOW_VARIABLE = "pipeline_config"
-LABELING_BACKENDS = ("ground_truth", "label_studio")
+# The first of each is the default. SageMaker Ground Truth and SageMaker Model Monitor are closed to new AWS customers
+# (2026): a team opening an account today labels in Label Studio and runs the drift monitor as a Processing job;
+# "ground_truth" and "model_monitor" are opt-ins for accounts that still have those services.
+LABELING_BACKENDS = ("label_studio", "ground_truth")
+MONITORING_BACKENDS = ("processing", "model_monitor")
 
 
 class ConfigError(ValueError):
@@ -57,9 +61,9 @@ class PipelineConfig:
     workteam_name: str = "surgical-annotators"
     labeling_workers: int = 3
     review_confidence_threshold: float = 0.6  # a frame with a box below this goes through the review job
-    # "ground_truth" (SageMaker Ground Truth) or "label_studio" (self-hosted, connection label_studio_default);
-    # docs/labeling-backends.md. A labeling run's `backend` param overrides it.
-    labeling_backend: str = "ground_truth"
+    # "label_studio" (self-hosted, connection label_studio_default; the default) or "ground_truth" (SageMaker Ground
+    # Truth: an opt-in for accounts that still have it); docs/labeling-backends.md. A run's `backend` param wins.
+    labeling_backend: str = "label_studio"
     pre_annotation_min_score: float = 0.3  # Label Studio: the champion's boxes at or above this score are suggested
     pre_annotation_max_boxes: int = 20  # ... at most this many per frame, the best first
     # Training: the trainer's hyperparameters (containers/trainer/README.md) over its defaults; a run's params win.
@@ -87,13 +91,13 @@ class PipelineConfig:
     promotion_confidence: float = 0.95
     promotion_resamples: int = 1000
     promotion_unit: str = "video"
-    # Drift monitor (containers/drift_monitor): a Model Monitor schedule, or the same container as a Processing job
-    # run by drift_retrain itself ("processing": Model Monitor is closed to new AWS customers)
+    # Drift monitor (containers/drift_monitor): "processing" (the default: the container as a Processing job run by
+    # drift_retrain itself) or "model_monitor" (a Model Monitor schedule: an opt-in, closed to new AWS customers)
     drift_psi_threshold: float = 0.2
     drift_bins: int = 10  # PSI bins, cut at the baseline's deciles
     drift_min_sample_size: int = 100  # frames a window needs before a feature is judged
     drift_baseline_splits: str = "train"  # the deployed model's training frames
-    monitoring_backend: str = "model_monitor"
+    monitoring_backend: str = "processing"
     monitoring_schedule_name: str = "surgical-detector-drift"
     monitoring_schedule_expression: str = "cron(0 * ? * * *)"  # hourly, SageMaker's form
     monitoring_instance_type: str = "ml.m5.large"
@@ -194,9 +198,9 @@ def build_config(env: str | None = None, overrides: Mapping[str, Any] | None = N
         if name not in defaults:
             raise ConfigError(f"unknown setting {name!r}; known: {', '.join(sorted(defaults))}")
         values[name] = _coerce(name, value, defaults[name])
-    if values.get("labeling_backend", PipelineConfig.labeling_backend) not in LABELING_BACKENDS:
-        raise ConfigError(f"setting 'labeling_backend' must be one of {', '.join(LABELING_BACKENDS)}, "
-                          f"got {values['labeling_backend']!r}")
+    for name, allowed in (("labeling_backend", LABELING_BACKENDS), ("monitoring_backend", MONITORING_BACKENDS)):
+        if values.get(name, getattr(PipelineConfig, name)) not in allowed:
+            raise ConfigError(f"setting {name!r} must be one of {', '.join(allowed)}, got {values[name]!r}")
     return PipelineConfig(**values)
 
 

@@ -24,14 +24,20 @@ def read_json(s3: Any, uri: str) -> Any:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def read_json_if_exists(s3: Any, bucket: str, key: str) -> Any | None:
-    """The document, or None when the key does not exist."""
+def read_text_if_exists(s3: Any, bucket: str, key: str) -> str | None:
+    """The object's text, or None when the key does not exist."""
     try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     except s3.exceptions.ClientError as exc:
         if exc.response["Error"]["Code"] in _MISSING:
             return None
         raise
+
+
+def read_json_if_exists(s3: Any, bucket: str, key: str) -> Any | None:
+    """The document, or None when the key does not exist."""
+    text = read_text_if_exists(s3, bucket, key)
+    return None if text is None else json.loads(text)
 
 
 def key_exists(s3: Any, bucket: str, key: str) -> bool:

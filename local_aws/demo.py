@@ -46,12 +46,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from include.config import LABELING_BACKENDS, build_config
+from include.config import LABELING_BACKENDS, MONITORING_BACKENDS, build_config
 from include.lambdas.s3_to_sqs import video_id_for
 from include.synthetic import generate_video
 from local_aws import airflow_services, bootstrap, stack
 from local_aws.airflow_services import AirflowApi, AirflowApiError, AirflowSettings
 from local_aws.label_studio import server as label_studio
+from local_aws.sagemaker.backend import CLOSED_SERVICES, OPT_INS_ENV
 from local_aws.settings import StackSettings, load_settings
 
 DAG_IDS = ["ingest_and_extract", "labeling", "train_and_register", "deploy", "drift_retrain"]
@@ -106,13 +107,17 @@ def _post(url: str, body: dict | None = None, timeout: float = 60.0) -> Any:
         return json.loads(response.read() or b"{}")
 
 
-def bring_up(stack_settings: StackSettings, airflow: AirflowSettings, quiet: bool = False) -> None:
-    """The stack, then the Airflow services. The trigger Lambda is deployed with the Airflow URL and login (the
+def bring_up(stack_settings: StackSettings, airflow: AirflowSettings, quiet: bool = False,
+             labeling_backend: str = LABELING_BACKENDS[0]) -> None:
+    """The stack, Label Studio (with its backend; before Airflow: the workers read its connection from the
+    environment), then the Airflow services. The trigger Lambda is deployed with the Airflow URL and login (the
     bootstrap reads them from the environment), so they are fixed before the stack comes up."""
     os.environ["LOCAL_AIRFLOW_API_URL"] = airflow.url
     os.environ["LOCAL_AIRFLOW_API_USERNAME"] = airflow.username
     os.environ["LOCAL_AIRFLOW_API_PASSWORD"] = airflow.password()
     stack.up(stack_settings, quiet=quiet)
+    if labeling_backend == "label_studio":
+        label_studio.up(stack_settings)
     airflow_services.up(airflow, quiet=True)
 
 
@@ -408,15 +413,27 @@ class Loop:
             self.facts["detect"] = answer
             return answer
 
-    def drift_check(self) -> None:
-        """drift_retrain's hourly check, now: baseline + monitoring schedule, one window of normal traffic."""
-        with self.stage("drift check (the @hourly drift_retrain, triggered now)") as stage:
-            active = [r for r in self.api.runs("drift_retrain") if r["state"] in ("queued", "running")]
-            run = active[0] if active else self.api.trigger("drift_retrain")
-            self._seen.setdefault("drift_retrain", set()).add(run["dag_run_id"])
-            self.say(f"   drift_retrain run {run['dag_run_id']} ({run['run_type']})")
+    @property
+    def model_monitor(self) -> bool:
+        return self.config.monitoring_backend == "model_monitor"
+
+    def hourly_check(self, stage: Stage) -> dict:
+        """drift_retrain's hourly run, triggered now (or the one already queued or running); with the Model Monitor
+        backend, its schedule is run now once the run created it. Returns the finished run."""
+        active = [r for r in self.api.runs("drift_retrain") if r["state"] in ("queued", "running")]
+        run = active[0] if active else self.api.trigger("drift_retrain")
+        self._seen.setdefault("drift_retrain", set()).add(run["dag_run_id"])
+        self.say(f"   drift_retrain run {run['dag_run_id']} ({run['run_type']}), monitor backend "
+                 f"{self.config.monitoring_backend}")
+        if self.model_monitor:
             self.run_schedule_now(run["dag_run_id"])
-            run = self.finish("drift_retrain", run, stage)
+        return self.finish("drift_retrain", run, stage)
+
+    def drift_check(self) -> None:
+        """drift_retrain's hourly check, now: the baseline, and the monitor (a Processing job in the run, or the
+        monitoring schedule) on one window of normal traffic."""
+        with self.stage("drift check (the @hourly drift_retrain, triggered now)") as stage:
+            run = self.hourly_check(stage)
             verdict = self.xcom("drift_retrain", run["dag_run_id"], "assess") or {}
             self.say(f"   verdict on normal traffic: drift {verdict.get('drift')}: {verdict.get('causes')}")
             stage.detail = f"drift {verdict.get('drift')}"
@@ -467,8 +484,21 @@ class Loop:
             return sent
 
     def alarm(self) -> dict:
-        with self.stage("monitor run-now -> alarm -> EventBridge -> Lambda -> drift_retrain") as stage:
-            summary = self.run_schedule_now()
+        """The monitor on the drift traffic -> metrics -> alarm -> EventBridge -> the trigger Lambda -> a drift_retrain
+        run with the alarm's reason. Model Monitor: the schedule runs now and publishes the metrics. Processing
+        backend: the hourly drift_retrain (triggered now) runs the monitor job, publishes its metrics, finds the drift
+        and relabels; the alarm's own run follows (its relabel finds the frames already labeled and skips)."""
+        title = ("monitor run-now -> alarm -> EventBridge -> Lambda -> drift_retrain" if self.model_monitor else
+                 "drift_retrain (hourly, now): monitor job -> metrics -> alarm -> Lambda -> drift_retrain")
+        with self.stage(title) as stage:
+            hourly = None
+            if self.model_monitor:
+                summary = self.run_schedule_now()
+            else:
+                hourly = self.hourly_check(stage)
+                summary = self.xcom("drift_retrain", hourly["dag_run_id"], "monitor.run_monitor") or {}
+                found = self.xcom("drift_retrain", hourly["dag_run_id"], "assess") or {}
+                self.say(f"   hourly verdict: drift {found.get('drift')}; causes: {found.get('causes')}")
             changes = _post(f"{self.stack.moto_url}/local/alarms/evaluate", {})
             self.say(f"   alarms evaluated now: {json.dumps(changes)[:400]}")
             alarm_run = self.new_run("drift_retrain", lambda r: r["dag_run_id"].startswith("drift_alarm__"),
@@ -483,7 +513,7 @@ class Loop:
             self.say(f"   relabel: videos {collected.get('video_ids')}")
             stage.detail = f"drift {verdict.get('drift')}: {'; '.join(verdict.get('causes', []))[:80]}"
             result = {"run": run, "verdict": verdict, "collected": collected, "monitor": summary,
-                      "alarm_changes": changes}
+                      "alarm_changes": changes, "hourly_run": hourly}
             self.facts["drift"] = result
             if not verdict.get("drift") or run["tasks"].get("relabel") != "success":
                 raise StageFailed(f"drift_retrain {rid} did not find drift and relabel: {run['tasks']}")
@@ -523,7 +553,9 @@ class Loop:
             self.drift_check()
             self.drift_traffic(drift_ids)
             drift = self.alarm()
-            relabel_id = f"drift__{drift['run']['dag_run_id']}"
+            # the run whose relabel labels the drifted frames: the hourly run that found the drift first (Processing
+            # backend), else the alarm's run
+            relabel_id = f"drift__{(drift['hourly_run'] or drift['run'])['dag_run_id']}"
             if not self.retrain:
                 with self.stage("relabel run created by drift_retrain"):
                     run = self.new_run("labeling", lambda r: r["dag_run_id"] == relabel_id, timeout=60)
@@ -607,21 +639,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-retrain", action="store_true", help="stop once drift_retrain sent the videos back")
     parser.add_argument("--keep-state", action="store_true",
                         help="keep the previous demo's registry, endpoints and Airflow runs (default: start afresh)")
-    parser.add_argument("--labeling-backend", choices=LABELING_BACKENDS, default="ground_truth",
-                        help="who labels: the local Ground Truth (default) or Label Studio with simulated annotators")
+    parser.add_argument("--labeling-backend", choices=LABELING_BACKENDS, default=LABELING_BACKENDS[0],
+                        help="who labels: Label Studio with simulated annotators (default) or the local Ground Truth "
+                             "(an opt-in: closed to new AWS customers)")
+    parser.add_argument("--monitoring-backend", choices=MONITORING_BACKENDS, default=MONITORING_BACKENDS[0],
+                        help="the drift monitor: a Processing job run by drift_retrain (default) or a Model Monitor "
+                             "schedule (an opt-in: closed to new AWS customers)")
     args = parser.parse_args(argv)
+    # The local SageMaker refuses the closed services the way a new account is refused; an opt-in backend makes the
+    # demo's account an existing customer of that service.
+    opted = {backend for backend in (args.labeling_backend, args.monitoring_backend) if backend in CLOSED_SERVICES}
+    if opted:
+        os.environ[OPT_INS_ENV] = ",".join(sorted(opted))
+        print(f"[set-up] {OPT_INS_ENV}={os.environ[OPT_INS_ENV]}: the local SageMaker acts as an account that still "
+              "has these services (closed to new AWS customers)")
     stack_settings = load_settings()
     airflow = airflow_services.load_airflow_settings(stack_settings)
     if not args.keep_state:
         fresh_start(stack_settings, airflow, label_studio_data=args.labeling_backend == "label_studio")
     started = time.time()
     data = DemoData()
-    if args.labeling_backend == "label_studio":
-        print("[set-up] Label Studio (before Airflow: the workers read its connection from the environment)")
-        label_studio.up(stack_settings)
-        data = replace(data, pipeline_config={**data.pipeline_config, "labeling_backend": "label_studio"})
-    print("[set-up] the local AWS stack and the Airflow services (scheduler, dag-processor, triggerer, api-server)")
-    bring_up(stack_settings, airflow)
+    data = replace(data, pipeline_config={**data.pipeline_config, "labeling_backend": args.labeling_backend,
+                                          "monitoring_backend": args.monitoring_backend})
+    print(f"[set-up] labeling backend {args.labeling_backend}, drift monitor backend {args.monitoring_backend}")
+    print("[set-up] the local AWS stack, " + ("Label Studio (before Airflow: the workers read its connection from "
+                                             "the environment), " if args.labeling_backend == "label_studio" else "")
+          + "the Airflow services (scheduler, dag-processor, triggerer, api-server)")
+    bring_up(stack_settings, airflow, labeling_backend=args.labeling_backend)
     print(f"   up in {time.time() - started:.0f} s")
     loop = Loop(stack_settings, airflow, data, retrain=not args.no_retrain)
     with annotators(stack_settings, args.labeling_backend):

@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
 # Airflow reads its settings once, at import: point it at a scratch home before any test imports it.
 os.environ.setdefault("AIRFLOW_HOME", str(Path(tempfile.gettempdir()) / "surgical-mlops-test-airflow"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+# The test stacks emulate an account that still has Ground Truth and Model Monitor (closed to new customers), so the
+# opt-in backends stay tested; the refusal a new account gets is tested with the setting unset.
+os.environ.setdefault("LOCAL_SAGEMAKER_OPT_INS", "ground_truth,model_monitor")
 
 
 @pytest.fixture

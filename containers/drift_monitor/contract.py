@@ -22,6 +22,7 @@ DEFAULT_DATASET_SOURCE = "/opt/ml/processing/input/endpoint"
 DEFAULT_OUTPUT_PATH = "/opt/ml/processing/resultdata"
 DEFAULT_OUTPUT_DIR = "/opt/ml/output"
 METRICS_FILE = "drift_monitor.jsonl"
+RESULT_METRICS_FILE = "cloudwatch_metrics.jsonl"  # the same lines, kept with the results (see write_metrics)
 
 
 class ConfigError(ValueError):
@@ -132,7 +133,13 @@ def metric_lines(config: MonitorConfig, values: list[tuple[str, float, str]]) ->
 
 
 def write_metrics(config: MonitorConfig, values: list[tuple[str, float, str]]) -> Path:
+    """The metric lines where Model Monitor publishes them from, and a copy beside the results
+    (``output_path/cloudwatch_metrics.jsonl``): a Processing job publishes nothing itself, so whoever runs the monitor
+    as one publishes that copy."""
+    text = "".join(line + "\n" for line in metric_lines(config, values))
     config.metrics_dir.mkdir(parents=True, exist_ok=True)
     path = config.metrics_dir / METRICS_FILE
-    path.write_text("".join(line + "\n" for line in metric_lines(config, values)))
+    path.write_text(text)
+    config.output_path.mkdir(parents=True, exist_ok=True)
+    (config.output_path / RESULT_METRICS_FILE).write_text(text)
     return path

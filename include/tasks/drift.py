@@ -10,10 +10,11 @@ from typing import Any
 
 from include import monitoring
 from include.config import load_config
-from include.s3 import prefix_exists, read_json_if_exists, split_uri
+from include.s3 import prefix_exists, read_json_if_exists, read_text_if_exists, split_uri
 
 log = logging.getLogger(__name__)
 AWS_CONN_ID = "aws_default"
+RESULT_METRICS_FILE = "cloudwatch_metrics.jsonl"  # containers/drift_monitor: its metric lines beside its results
 
 
 def _clients() -> tuple[Any, Any, Any]:
@@ -89,6 +90,37 @@ def _violations(s3: Any, output_uri: str) -> tuple[dict | None, dict | None]:
             read_json_if_exists(s3, bucket, f"{prefix}/statistics.json"))
 
 
+def metric_data(text: str) -> list[dict[str, Any]]:
+    """PutMetricData members from the monitor's metric lines (``cloudwatch_metrics.jsonl``); a bad line is an error
+    naming the line (the container writes them, so a bad one is a bug, not input)."""
+    data = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            datum = {"MetricName": str(item["MetricName"]), "Value": float(item["Value"]),
+                     "Timestamp": datetime.fromisoformat(str(item["Timestamp"]).replace("Z", "+00:00")),
+                     "Dimensions": [{"Name": str(d["Name"]), "Value": str(d["Value"])}
+                                    for d in item.get("Dimensions", [])]}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"metric line {number} is not a CloudWatch metric line: {exc!r}") from exc
+        if item.get("Unit"):
+            datum["Unit"] = str(item["Unit"])
+        data.append(datum)
+    return data
+
+
+def publish_result_metrics(s3: Any, cloudwatch: Any, output_uri: str) -> int:
+    """Publish the metric lines a monitor Processing job left beside its results; the number published."""
+    bucket, prefix = split_uri(output_uri)
+    text = read_text_if_exists(s3, bucket, f"{prefix.rstrip('/')}/{RESULT_METRICS_FILE}")
+    data = metric_data(text or "")
+    for index in range(0, len(data), 20):  # PutMetricData's limit is 1000; 20 keeps each request small
+        cloudwatch.put_metric_data(Namespace=monitoring.METRICS_NAMESPACE, MetricData=data[index:index + 20])
+    return len(data)
+
+
 def assess(planned: Mapping[str, Any], execution: Mapping[str, Any] | None, processing: Mapping[str, Any] | None,
            run_id: str) -> dict[str, Any]:
     """The verdict with its causes and figures, written to ``monitoring/decisions/`` and returned."""
@@ -106,6 +138,12 @@ def assess(planned: Mapping[str, Any], execution: Mapping[str, Any] | None, proc
         violations, statistics = _violations(s3, output)
         log.info("monitor job %s (%s): %d violation(s); output %s", job_name, job["ProcessingJobStatus"],
                  len((violations or {}).get("violations", [])), output)
+        if processing and not (execution and execution.get("ProcessingJobArn")):
+            # Model Monitor publishes the container's metrics; a Processing job does not: this task does, so the
+            # CloudWatch alarms on them (infra/monitoring.yaml) work the same with either backend.
+            published = publish_result_metrics(s3, cloudwatch, output)
+            log.info("published %d drift metric(s) of %s to CloudWatch (%s)", published, job_name,
+                     monitoring.METRICS_NAMESPACE)
     alarms = cloudwatch.describe_alarms(AlarmNames=list(config.alarm_names))["MetricAlarms"]
     verdict = monitoring.assess(violations, statistics, alarms, planned.get("trigger"))
     record = {"run_id": run_id, "endpoint": planned["endpoint"], "package_arn": planned["package_arn"],

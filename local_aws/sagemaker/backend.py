@@ -20,6 +20,7 @@ from typing import Any
 from local_aws.sagemaker.containers import ContainerRegistry
 from local_aws.sagemaker.endpoints import EndpointRuntime
 from local_aws.sagemaker.exceptions import (
+    AccessDeniedException,
     ConflictException,
     ResourceInUse,
     ResourceLimitExceeded,
@@ -38,7 +39,35 @@ from local_aws.settings import ACCOUNT_ID, REGION, StackSettings
 log = logging.getLogger("local_aws.sagemaker.backend")
 # Job kinds whose state machine is "InProgress -> Completed | Failed | Stopping -> Stopped".
 JOB_KINDS = ("ProcessingJob", "TrainingJob", "HyperParameterTuningJob", "LabelingJob")
+# Services closed to new AWS customers (2026), by the operations that start using them. An account opened today is
+# refused; LOCAL_SAGEMAKER_OPT_INS (comma-separated keys of this table) emulates an existing customer who has them.
+OPT_INS_ENV = "LOCAL_SAGEMAKER_OPT_INS"
+CLOSED_SERVICES = {
+    "ground_truth": ("Amazon SageMaker Ground Truth", (
+        "CreateLabelingJob", "CreateWorkteam", "CreateWorkforce")),
+    "model_monitor": ("Amazon SageMaker Model Monitor", (
+        "CreateMonitoringSchedule", "CreateDataQualityJobDefinition", "CreateModelQualityJobDefinition",
+        "CreateModelBiasJobDefinition", "CreateModelExplainabilityJobDefinition")),
+}
 MAX_TUNING_TRIALS = 500
+
+
+def opt_ins(environ: dict[str, str] | None = None) -> set[str]:
+    raw = (os.environ if environ is None else environ).get(OPT_INS_ENV, "")
+    chosen = {item.strip() for item in raw.split(",") if item.strip()}
+    unknown = chosen - set(CLOSED_SERVICES)
+    if unknown:
+        raise ValueError(f"{OPT_INS_ENV}: unknown service(s) {sorted(unknown)}; known: {sorted(CLOSED_SERVICES)}")
+    return chosen
+
+
+def refuse_closed_service(operation: str) -> None:
+    """An operation of a service closed to new customers, in an account that does not have it: refused."""
+    for key, (service, operations) in CLOSED_SERVICES.items():
+        if operation in operations and key not in opt_ins():
+            raise AccessDeniedException(
+                f"{service} is no longer open to new customers, and this account is not an existing customer: "
+                f"{operation} is not allowed. (Local stack: {OPT_INS_ENV}={key} emulates an existing customer.)")
 
 
 class SageMakerBackend:
@@ -55,6 +84,7 @@ class SageMakerBackend:
 
     # -- dispatch ---------------------------------------------------------------------------------------------------
     def dispatch(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        refuse_closed_service(operation)
         handler: Callable[[dict[str, Any]], dict[str, Any]] | None = getattr(self, f"op_{operation}", None)
         if handler is not None:
             return handler(request)

@@ -19,6 +19,10 @@ class ValidationException(SageMakerError):
     code, status = "ValidationException", 400
 
 
+class AccessDeniedException(SageMakerError):
+    code, status = "AccessDeniedException", 400
+
+
 class ResourceNotFound(SageMakerError):
     code, status = "ResourceNotFound", 400
 

@@ -1,4 +1,5 @@
-"""labeling end to end: extracted frames -> Ground Truth job (local workforce) -> review -> dataset version."""
+"""labeling end to end with the opt-in Ground Truth backend: extracted frames -> Ground Truth job (local workforce) ->
+review -> dataset version."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ def extracted(aws, airflow_home, local_stack, tmp_path_factory) -> list[str]:
 
 @pytest.fixture(scope="module")
 def labeled(airflow_home, extracted):
-    return run_dag_test(airflow_home, REPO_ROOT / "dags", "labeling", conf={"video_ids": extracted})
+    # Ground Truth is an opt-in (closed to new customers): this run asks for it; the test stack's account has it.
+    return run_dag_test(airflow_home, REPO_ROOT / "dags", "labeling",
+                        conf={"video_ids": extracted, "backend": "ground_truth"})
 
 
 def _published(aws) -> tuple[str, dict]:
@@ -97,7 +100,8 @@ def test_label_quality_against_the_hidden_truth(aws, labeled, local_stack):
 
 def test_labeling_the_same_frames_again_skips_cleanly(aws, airflow_home, labeled, extracted):
     version, _ = _published(aws)
-    states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "labeling", conf={"video_ids": extracted})
+    states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "labeling",
+                                  conf={"video_ids": extracted, "backend": "ground_truth"})
     assert states["select_frames"] == "skipped", output[-4000:]
     assert "failed" not in states.values()
     assert _published(aws)[0] == version

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 from local_aws import airflow_services, stack
-from local_aws.demo import DemoData, Loop, bring_up
+from local_aws.demo import DemoData, Loop, annotators, bring_up
+from local_aws.label_studio import server as label_studio
+from local_aws.label_studio.workforce import LabelStudioWorkforce
 from local_aws.settings import load_settings
 from tests.conftest import free_port
 
@@ -48,16 +50,18 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             env.setenv(name, os.environ.get(name, ""))
         env.setenv("LOCAL_LAMBDA_RETRY_DELAYS", "0.2,0.2")
         try:
-            bring_up(stack_settings, airflow, quiet=True)
+            bring_up(stack_settings, airflow, quiet=True)  # the defaults: Label Studio labels
             started = time.time()
             the_loop = Loop(stack_settings, airflow, SMALL, workdir=home / "videos", stage_timeout=400,
                             retrain=False, say=lines.append)
-            the_loop.ok = the_loop.run()
+            with annotators(stack_settings, the_loop.config.labeling_backend):
+                the_loop.ok = the_loop.run()
             the_loop.log = "\n".join(lines) + "\n" + the_loop.table() + f"\nloop: {time.time() - started:.0f} s"
             print(the_loop.log)
             yield the_loop
         finally:
             airflow_services.down(airflow)
+            label_studio.down(stack_settings)
             stack.down(stack_settings)
 
 
@@ -107,6 +111,22 @@ def test_drift_raises_the_alarm_whose_lambda_runs_drift_retrain_which_relabels_t
     recorded = [loop.json_object(loop.config.models_bucket, d["Key"]) for d in decisions]
     assert any(r["run_id"] == run["dag_run_id"] and r["drift"] for r in recorded), json.dumps(recorded)[:2000]
     assert set(drift["collected"]["video_ids"]) == set(loop.facts["drift_video_ids"])
+    # The default monitor is a Processing job in the hourly drift_retrain: that run found the drift first (from the
+    # job's violations), published the job's metrics (the alarm above rose on them) and sent the videos to labeling.
+    hourly = drift["hourly_run"]
+    assert hourly is not None and hourly["tasks"]["monitor.run_monitor"] == "success", hourly
+    assert "monitor.schedule" not in hourly["tasks"] or hourly["tasks"]["monitor.schedule"] == "skipped"
+    assert any(r["run_id"] == hourly["dag_run_id"] and r["drift"] for r in recorded)
     relabel = loop.facts["relabel_run"]
-    assert relabel["dag_run_id"] == f"drift__{run['dag_run_id']}"
+    assert relabel["dag_run_id"] == f"drift__{hourly['dag_run_id']}"
     assert set(relabel["conf"]["video_ids"]) == set(loop.facts["drift_video_ids"]), relabel
+
+
+def test_the_loop_ran_on_the_backends_a_new_account_has(loop):
+    """Label Studio labeled (its rounds' projects exist) and no Ground Truth job or Model Monitor schedule exists."""
+    assert (loop.config.labeling_backend, loop.config.monitoring_backend) == ("label_studio", "processing")
+    sagemaker = loop.aws("sagemaker")
+    assert sagemaker.list_labeling_jobs()["LabelingJobSummaryList"] == []
+    assert sagemaker.list_monitoring_schedules()["MonitoringScheduleSummaries"] == []
+    projects = LabelStudioWorkforce(loop.stack).projects()
+    assert projects and all(p["num_tasks_with_annotations"] for p in projects), projects

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from local_aws import bootstrap
+from local_aws.settings import ACCOUNT_ID, REGION
 
 pytestmark = pytest.mark.integration
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
@@ -189,12 +190,9 @@ def handler(event, context):
 def test_drift_alarm_goes_to_alarm_and_eventbridge_delivers_the_event_to_a_lambda(aws, local_stack, monitored):
     suffix, cloudwatch, events = monitored["suffix"], aws("cloudwatch"), aws("events")
     alarm = f"mon-drift-{suffix}"
-    cloudwatch.put_metric_alarm(
-        AlarmName=alarm, Namespace=NAMESPACE, MetricName="input_drift_psi", Statistic="Maximum", Period=3600,
-        EvaluationPeriods=1, Threshold=0.2, ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
-        Dimensions=[{"Name": "Endpoint", "Value": monitored["endpoint"]},
-                    {"Name": "MonitoringSchedule", "Value": monitored["schedule"]}])
-    arn = cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["AlarmArn"]
+    # The rule and its target exist before the alarm does: the evaluator thread (every 5 s) may move a new alarm to
+    # ALARM at once, and an event sent while no rule matches goes nowhere (as on AWS).
+    arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:{alarm}"
     role = aws("iam").create_role(RoleName=f"recorder-{suffix}", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
@@ -209,6 +207,12 @@ def test_drift_alarm_goes_to_alarm_and_eventbridge_delivers_the_event_to_a_lambd
         "source": ["aws.cloudwatch"], "detail-type": ["CloudWatch Alarm State Change"], "resources": [arn],
         "detail": {"state": {"value": ["ALARM"]}}}))
     events.put_targets(Rule=f"mon-rule-{suffix}", Targets=[{"Id": "recorder", "Arn": function["FunctionArn"]}])
+    cloudwatch.put_metric_alarm(
+        AlarmName=alarm, Namespace=NAMESPACE, MetricName="input_drift_psi", Statistic="Maximum", Period=3600,
+        EvaluationPeriods=1, Threshold=0.2, ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching",
+        Dimensions=[{"Name": "Endpoint", "Value": monitored["endpoint"]},
+                    {"Name": "MonitoringSchedule", "Value": monitored["schedule"]}])
+    assert cloudwatch.describe_alarms(AlarmNames=[alarm])["MetricAlarms"][0]["AlarmArn"] == arn
 
     status, body = _post(f"{local_stack.moto_url}/local/alarms/evaluate", {"AlarmNames": [alarm]})
     # the evaluator thread (every 5 s) may have changed the state before this call: then this call changes nothing

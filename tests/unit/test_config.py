@@ -44,3 +44,15 @@ def test_bad_overrides_are_clear_errors(overrides, message):
 def test_unknown_environment_is_rejected():
     with pytest.raises(ConfigError, match="PIPELINE_ENV must be one of local, dev, prod"):
         build_config("staging")
+
+
+@pytest.mark.parametrize("env", ["local", "dev", "prod"])
+def test_every_preset_defaults_to_the_services_open_to_new_customers(env):
+    config = build_config(env)
+    assert (config.labeling_backend, config.monitoring_backend) == ("label_studio", "processing")
+    assert build_config(env, {"labeling_backend": "ground_truth", "monitoring_backend": "model_monitor"})
+
+
+def test_an_unknown_monitoring_backend_is_a_clear_error():
+    with pytest.raises(ConfigError, match="'monitoring_backend' must be one of processing, model_monitor"):
+        build_config("local", {"monitoring_backend": "cloudwatch"})

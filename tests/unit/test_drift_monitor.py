@@ -246,6 +246,10 @@ def monitor(root: Path, baseline: Path, source: Path, name: str, **extra: str) -
     metrics = job_root / "output" / "metrics" / "cloudwatch"
     lines = [json.loads(line) for p in sorted(metrics.glob("*")) for line in p.read_text().splitlines()]
     result["metrics"] = {m["MetricName"]: m for m in lines}
+    copy = out / "cloudwatch_metrics.jsonl"  # kept with the results for the Processing-job backend
+    result["result_metrics"] = copy.read_text().splitlines() if copy.exists() else []
+    if lines:
+        assert [json.loads(line) for line in result["result_metrics"]] == lines
     message = job_root / "output" / "message"
     result["message"] = message.read_text() if message.exists() else ""
     failure = job_root / "output" / "failure"

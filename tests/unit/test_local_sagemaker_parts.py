@@ -126,6 +126,33 @@ def test_the_concurrent_job_quota_is_resource_limit_exceeded(tmp_path, monkeypat
         backend.dispatch("DescribeTrainingJob", {"TrainingJobName": "t"})  # nothing was created
 
 
+@pytest.mark.parametrize(("operation", "service", "opt_in"), [
+    ("CreateLabelingJob", "Amazon SageMaker Ground Truth", "ground_truth"),
+    ("CreateMonitoringSchedule", "Amazon SageMaker Model Monitor", "model_monitor"),
+])
+def test_an_account_opened_today_is_refused_the_closed_services(tmp_path, monkeypatch, operation, service, opt_in):
+    from local_aws.sagemaker.backend import SageMakerBackend
+    from local_aws.sagemaker.exceptions import AccessDeniedException
+    from local_aws.settings import load_settings
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("LOCAL_SAGEMAKER_OPT_INS", raising=False)
+    backend = SageMakerBackend(load_settings(home=tmp_path, base_port=1))
+    with pytest.raises(AccessDeniedException, match=f"{service} is no longer open to new customers") as caught:
+        backend.dispatch(operation, {})
+    assert caught.value.body()["__type"] == "AccessDeniedException" and operation in caught.value.message
+    assert backend.resources.store is not None and not backend.dispatch(
+        "ListLabelingJobs" if opt_in == "ground_truth" else "ListMonitoringSchedules", {}).get(
+        "LabelingJobSummaryList" if opt_in == "ground_truth" else "MonitoringScheduleSummaries")
+    # An existing customer (the setting) gets past the gate to the operation itself.
+    monkeypatch.setenv("LOCAL_SAGEMAKER_OPT_INS", f" {opt_in} ")
+    with pytest.raises(KeyError):
+        backend.dispatch(operation, {})
+    monkeypatch.setenv("LOCAL_SAGEMAKER_OPT_INS", "mechanical_turk")
+    with pytest.raises(ValueError, match="unknown service"):
+        backend.dispatch(operation, {})
+
+
 def test_throttling_is_a_token_bucket_per_operation():
     from local_aws.sagemaker.server import RateLimiter
 

@@ -82,3 +82,32 @@ def test_collect_traces_frames_to_videos_and_keeps_untraced_frames_only_when_ask
 def test_collect_never_raises_and_accounts_for_every_line(lines):
     found = monitoring.collect(lines, keep_untraced=True)
     assert found.traced + found.untraced + found.unreadable == sum(1 for line in lines if line.strip())
+
+
+def test_the_processing_backend_publishes_the_monitors_metric_lines(in_process_aws):
+    """A Processing job publishes nothing itself: assess publishes the lines the monitor left with its results, so the
+    alarms of infra/monitoring.yaml see the same metrics with either backend."""
+    import boto3
+    import pytest
+
+    from include.tasks import drift
+
+    s3, cloudwatch = boto3.client("s3"), boto3.client("cloudwatch")
+    s3.create_bucket(Bucket="surgical-models")
+    dimensions = [{"Name": "Endpoint", "Value": "surgical-detector"},
+                  {"Name": "MonitoringSchedule", "Value": "surgical-detector-drift"}]
+    lines = [json.dumps({"MetricName": name, "Timestamp": "2026-11-26T10:00:00Z", "Dimensions": dimensions,
+                         "Value": value, "Unit": "None"}) for name, value in (("input_drift_psi", 0.42),
+                                                                              ("prediction_drift_psi", 0.05))]
+    output = "s3://surgical-models/monitoring/reports/surgical-detector/x/2026/11/26/10"
+    assert drift.publish_result_metrics(s3, cloudwatch, output) == 0  # metrics disabled: nothing to publish
+    s3.put_object(Bucket="surgical-models", Key=output.split("/", 3)[3] + "/cloudwatch_metrics.jsonl",
+                  Body="\n".join(lines).encode())
+    assert drift.publish_result_metrics(s3, cloudwatch, output) == 2
+    stats = cloudwatch.get_metric_statistics(
+        Namespace=monitoring.METRICS_NAMESPACE, MetricName="input_drift_psi", Dimensions=dimensions,
+        StartTime=datetime(2026, 11, 26, 9, tzinfo=UTC), EndTime=datetime(2026, 11, 26, 11, tzinfo=UTC),
+        Period=3600, Statistics=["Maximum"])["Datapoints"]
+    assert [d["Maximum"] for d in stats] == [0.42]
+    with pytest.raises(ValueError, match="metric line 2 is not a CloudWatch metric line"):
+        drift.metric_data(lines[0] + "\n{\"MetricName\": \"x\"}")
