@@ -246,6 +246,15 @@ def reconcile(settings: StackSettings, template: dict[str, Any], physical: dict[
             if ttl.get("Enabled") and status != "ENABLED":
                 ddb.update_time_to_live(TableName=table, TimeToLiveSpecification=ttl)
                 applied.append(f"{table}: time to live on {ttl['AttributeName']}")
+        elif resource["Type"] == "AWS::KMS::Key" and "KeyPolicy" in props:
+            # moto's CloudFormation stores the key policy as an object, and its KMS then fails every DescribeKey of
+            # the key (it parses the stored policy as JSON text): the policy is put again through the KMS API.
+            key = physical[logical]
+            kms = client(settings, "kms")
+            policy = json.dumps(resolve(substitute(props["KeyPolicy"], {})))
+            if kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"] != policy:
+                kms.put_key_policy(KeyId=key, PolicyName="default", Policy=policy)
+                applied.append(f"{key}: key policy (as JSON text)")
         elif resource["Type"] == "AWS::Lambda::EventInvokeConfig":
             function = resolve(props["FunctionName"])
             config = {k: resolve(props[k]) for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds",
