@@ -9,6 +9,7 @@ time, and the Airflow Variable is read only when ``load_config`` is asked to (in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -106,8 +107,11 @@ class PipelineConfig:
     # Untraceable captured frames go to labeling where people label them; the local workforce only knows the truth
     # of generated videos, so locally only frames traced to a video (InferenceId) are relabeled.
     collect_untraced_captures: bool = False
-    # Security: KMS key alias for SageMaker volumes/outputs; None lets the service use its default key.
+    # Security: the KMS key of SageMaker volumes and outputs (infra/foundation.yaml's data key), named by its alias;
+    # None lets the service use its default key. Requests name the key by ARN (a volume key may not be an alias):
+    # kms_key_arn, which load_config resolves from the alias with kms:DescribeKey when it is not set.
     kms_key_alias: str | None = "alias/surgical-mlops"
+    kms_key_arn: str | None = None
     tags: Mapping[str, str] = field(default_factory=lambda: {"project": "surgical-mlops"})
 
     def image_uri(self, container: str) -> str:
@@ -205,11 +209,40 @@ def build_config(env: str | None = None, overrides: Mapping[str, Any] | None = N
 
 
 def load_config(env: str | None = None, use_airflow_variable: bool = True) -> PipelineConfig:
-    """The config as a task sees it: the preset, then the ``pipeline_config`` Airflow Variable if set."""
+    """The config as a task sees it: the preset, then the ``pipeline_config`` Airflow Variable if set, with
+    ``kms_key_arn`` resolved from ``kms_key_alias`` (inside Airflow) when the Variable does not give it."""
     overrides: Mapping[str, Any] = {}
     if use_airflow_variable:
         overrides = _airflow_overrides()
-    return build_config(env, overrides)
+    config = build_config(env, overrides)
+    if use_airflow_variable and config.kms_key_alias and not config.kms_key_arn:
+        arn = _airflow_key_arn(config.kms_key_alias, config.region)
+        if arn:
+            config = dataclasses.replace(config, kms_key_arn=arn)
+    return config
+
+
+def _airflow_key_arn(alias: str, region: str) -> str | None:
+    """The ARN of the key behind ``alias``; None outside Airflow (Lambda, containers, scripts: left unresolved)."""
+    try:
+        import airflow.providers.amazon.aws.hooks.base_aws  # noqa: F401 - only asks whether the provider is here
+    except ImportError:
+        return None
+    return resolve_key_arn(alias, region)
+
+
+@functools.cache
+def resolve_key_arn(alias: str, region: str) -> str:
+    """``alias`` -> its key's ARN, by ``kms:DescribeKey`` through the ``aws_default`` connection (the MWAA execution
+    role may describe the data key: infra/mwaa.yaml). Cached per process, by alias and region."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    kms = AwsBaseHook(aws_conn_id="aws_default", client_type="kms", region_name=region).conn
+    try:
+        return kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"]
+    except Exception as exc:  # botocore's ClientError and connection errors: say which setting is concerned
+        raise ConfigError(f"the KMS key {alias!r} (setting 'kms_key_alias') could not be resolved to its ARN in "
+                          f"{region}: {exc}; create the alias, or set 'kms_key_arn' or 'kms_key_alias'") from exc
 
 
 def _airflow_overrides() -> Mapping[str, Any]:

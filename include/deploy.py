@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from include.config import PipelineConfig
+from include.instances import has_local_storage
 
 CAPTURE_PREFIX = "data-capture"
 
@@ -30,7 +31,7 @@ def resource_name(config: PipelineConfig, package: Mapping[str, Any]) -> str:
     digest = hashlib.sha256(json.dumps({
         "package": package["ModelPackageArn"], "image": container["Image"], "data": container["ModelDataUrl"],
         "instance": config.inference_instance_type, "count": config.inference_instance_count,
-        "capture": config.data_capture_percent, "kms": config.kms_key_alias}, sort_keys=True).encode()).hexdigest()
+        "capture": config.data_capture_percent, "kms": config.kms_key_arn}, sort_keys=True).encode()).hexdigest()
     return f"{config.endpoint_name}-v{package['ModelPackageVersion']}-{digest[:8]}"[:63]
 
 
@@ -48,19 +49,23 @@ def model_request(config: PipelineConfig, package: Mapping[str, Any], name: str,
 def endpoint_config_request(config: PipelineConfig, package: Mapping[str, Any], name: str,
                             run_id: str) -> dict[str, Any]:
     """CreateEndpointConfig: one variant, data capture of requests and responses (for the drift monitor), KMS."""
-    kms = {"KmsKeyId": config.kms_key_alias} if config.kms_key_alias else {}
+    kms = {"KmsKeyId": config.kms_key_arn} if config.kms_key_arn else {}
+    variants = [{"VariantName": "AllTraffic", "ModelName": name, "InstanceType": config.inference_instance_type,
+                 "InitialInstanceCount": config.inference_instance_count, "InitialVariantWeight": 1.0}]
+    # The endpoint config's KmsKeyId encrypts the variants' ML storage volumes; on instance types with local (NVMe)
+    # storage it "does not encrypt instance local storage" (botocore 1.44's CreateEndpointConfig documentation: the
+    # instance's hardware encrypts that storage), so when every variant has local storage the key would encrypt
+    # nothing and is left out. The captured data is written to S3 under the key either way.
+    volumes = kms if not all(has_local_storage(v["InstanceType"]) for v in variants) else {}
     return {
         "EndpointConfigName": name,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": name,
-                                "InstanceType": config.inference_instance_type,
-                                "InitialInstanceCount": config.inference_instance_count,
-                                "InitialVariantWeight": 1.0}],
+        "ProductionVariants": variants,
         "DataCaptureConfig": {
             "EnableCapture": True, "InitialSamplingPercentage": config.data_capture_percent,
             "DestinationS3Uri": f"s3://{config.models_bucket}/{CAPTURE_PREFIX}",
             "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
             "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}, **kms},
-        **kms,
+        **volumes,
         "EnableNetworkIsolation": True,  # medical data: the serving containers have no network
         "Tags": _tags(config, package, run_id),
     }

@@ -23,6 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from include.config import PipelineConfig
+from include.instances import volume_key
 from include.lambdas.quarantine import quarantine_object
 from include.lambdas.s3_to_sqs import MESSAGE_SCHEMA, video_id_for
 
@@ -124,7 +125,7 @@ def frames_prefix(video: Video) -> str:
 
 def processing_request(video: Video, config: PipelineConfig, run_id: str = "manual") -> dict[str, Any]:
     """The CreateProcessingJob request of one video (what SageMakerProcessingOperator is given)."""
-    kms = {"KmsKeyId": config.kms_key_alias} if config.kms_key_alias else {}
+    kms = {"KmsKeyId": config.kms_key_arn} if config.kms_key_arn else {}
     return {
         "ProcessingJobName": job_name(video, config),
         "RoleArn": config.sagemaker_role_arn,
@@ -145,7 +146,7 @@ def processing_request(video: Video, config: PipelineConfig, run_id: str = "manu
             "S3UploadMode": "EndOfJob"}}], **kms},
         "ProcessingResources": {"ClusterConfig": {
             "InstanceCount": 1, "InstanceType": config.processing_instance_type, "VolumeSizeInGB": 30,
-            **({"VolumeKmsKeyId": config.kms_key_alias} if config.kms_key_alias else {})}},
+            **volume_key(config.kms_key_arn, config.processing_instance_type)}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         # Medical data: no network for the container, encrypted traffic between instances.
         "NetworkConfig": {"EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True},

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from include.config import PipelineConfig
+from include.instances import volume_key
 
 MONITOR = "drift_monitor"
 PROCESSING = "/opt/ml/processing"
@@ -33,7 +34,8 @@ METRICS_NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
 
 
 def _kms(config: PipelineConfig, key: str) -> dict[str, str]:
-    return {key: config.kms_key_alias} if config.kms_key_alias else {}
+    """An output's KMS member, by key ARN (volume keys: ``include.instances.volume_key``)."""
+    return {key: config.kms_key_arn} if config.kms_key_arn else {}
 
 
 def baseline_prefix(config: PipelineConfig, dataset_version: str) -> str:
@@ -64,8 +66,9 @@ def baseline_request(config: PipelineConfig, dataset_version: str, evaluation_ur
         "ProcessingOutputConfig": {"Outputs": [{"OutputName": "baseline", "S3Output": {
             "S3Uri": baseline_prefix(config, dataset_version), "LocalPath": f"{PROCESSING}/baseline",
             "S3UploadMode": "EndOfJob"}}], **_kms(config, "KmsKeyId")},
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": config.monitoring_instance_type,
-                                                  "VolumeSizeInGB": 30, **_kms(config, "VolumeKmsKeyId")}},
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceCount": 1, "InstanceType": config.monitoring_instance_type, "VolumeSizeInGB": 30,
+            **volume_key(config.kms_key_arn, config.monitoring_instance_type)}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         "NetworkConfig": {"EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True},
         "Tags": [{"Key": "dataset_version", "Value": dataset_version}, {"Key": "dag_run_id", "Value": run_id[:256]},
@@ -96,7 +99,7 @@ def schedule_request(config: PipelineConfig, dataset_version: str) -> dict[str, 
                     "S3UploadMode": "EndOfJob"}}], **_kms(config, "KmsKeyId")},
                 "MonitoringResources": {"ClusterConfig": {
                     "InstanceCount": 1, "InstanceType": config.monitoring_instance_type, "VolumeSizeInGB": 30,
-                    **_kms(config, "VolumeKmsKeyId")}},
+                    **volume_key(config.kms_key_arn, config.monitoring_instance_type)}},
                 "MonitoringAppSpecification": {"ImageUri": config.image_uri(MONITOR)},
                 "StoppingCondition": {"MaxRuntimeInSeconds": 1800},
                 "Environment": _environment(config),
@@ -149,8 +152,9 @@ def processing_monitor_request(config: PipelineConfig, dataset_version: str, sta
             "S3Uri": f"s3://{config.models_bucket}/monitoring/reports/{config.endpoint_name}/"
                      f"{config.monitoring_schedule_name}/{end.strftime('%Y/%m/%d/%H')}",
             "LocalPath": f"{PROCESSING}/resultdata", "S3UploadMode": "EndOfJob"}}], **_kms(config, "KmsKeyId")},
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": config.monitoring_instance_type,
-                                                  "VolumeSizeInGB": 30, **_kms(config, "VolumeKmsKeyId")}},
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceCount": 1, "InstanceType": config.monitoring_instance_type, "VolumeSizeInGB": 30,
+            **volume_key(config.kms_key_arn, config.monitoring_instance_type)}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 1800},
         "NetworkConfig": {"EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True},
         "Tags": [{"Key": "dag_run_id", "Value": run_id[:256]}, *({"Key": k, "Value": v}

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from include.config import PipelineConfig
+from include.instances import volume_key
 from include.s3 import split_uri
 
 TRAINER = "trainer"
@@ -88,7 +89,8 @@ def code_commit() -> str:
 
 
 def _kms(config: PipelineConfig, key: str) -> dict[str, str]:
-    return {key: config.kms_key_alias} if config.kms_key_alias else {}
+    """An output's KMS member, by key ARN (volume keys: ``include.instances.volume_key``)."""
+    return {key: config.kms_key_arn} if config.kms_key_arn else {}
 
 
 def lineage(dataset_version: str, run_id: str, commit: str, job_name: str) -> dict[str, str]:
@@ -117,7 +119,7 @@ def _definition(config: PipelineConfig, dataset_version: str, checkpoint_name: s
         ],
         "OutputDataConfig": {"S3OutputPath": f"s3://{config.models_bucket}/training/", **_kms(config, "KmsKeyId")},
         "ResourceConfig": {"InstanceType": config.training_instance_type, "InstanceCount": 1, "VolumeSizeInGB": 50,
-                           **_kms(config, "VolumeKmsKeyId")},
+                           **volume_key(config.kms_key_arn, config.training_instance_type)},
         "StoppingCondition": {"MaxRuntimeInSeconds": config.training_max_runtime_s},
         # A stopped or spot-interrupted job resumes from its checkpoints (the trainer's checkpoint.pt).
         "CheckpointConfig": {"S3Uri": f"s3://{config.models_bucket}/checkpoints/{checkpoint_name}/",
@@ -316,8 +318,9 @@ def _trainer_processing(config: PipelineConfig, name: str, package: Mapping[str,
         "ProcessingInputs": inputs,
         "ProcessingOutputConfig": {"Outputs": [{"OutputName": output_name, "S3Output": {
             "S3Uri": output_uri, "LocalPath": output_path, "S3UploadMode": "EndOfJob"}}], **_kms(config, "KmsKeyId")},
-        "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": config.evaluation_instance_type,
-                                                  "VolumeSizeInGB": 30, **_kms(config, "VolumeKmsKeyId")}},
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceCount": 1, "InstanceType": config.evaluation_instance_type, "VolumeSizeInGB": 30,
+            **volume_key(config.kms_key_arn, config.evaluation_instance_type)}},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         "NetworkConfig": {"EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True},
         "Tags": _tags(config, tags),

@@ -72,7 +72,8 @@ def labeling_job_request(*, name: str, region: str, manifest_uri: str, label_con
                          role_arn: str, workteam_arn: str, label_attribute: str, workers: int,
                          kms_key: str | None, adjustment: bool = False,
                          tags: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    """CreateLabelingJob for the built-in bounding-box task (or its label adjustment workflow)."""
+    """CreateLabelingJob for the built-in bounding-box task (or its label adjustment workflow); ``kms_key`` encrypts
+    the output (the pipeline passes ``PipelineConfig.kms_key_arn``; None: the account's default S3 key)."""
     title = "Adjust the boxes of surgical instruments and tumors" if adjustment else \
         "Draw a box around each surgical instrument and tumor"
     return {

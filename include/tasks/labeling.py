@@ -35,7 +35,7 @@ def _request(config: PipelineConfig, name: str, manifest_uri: str, attribute: st
         label_config_uri=f"s3://{config.annotations_bucket}/{LABELING_PREFIX}/label-categories.json",
         output_uri=f"s3://{config.annotations_bucket}/{LABELING_PREFIX}/output", role_arn=config.sagemaker_role_arn,
         workteam_arn=config.workteam_arn, label_attribute=attribute, workers=config.labeling_workers,
-        kms_key=config.kms_key_alias, adjustment=adjustment,
+        kms_key=config.kms_key_arn, adjustment=adjustment,
         tags=[{"Key": "dag_run_id", "Value": run_id[:256]}, *({"Key": k, "Value": v} for k, v in config.tags.items())])
 
 

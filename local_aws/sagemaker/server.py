@@ -1,7 +1,8 @@
 """The wire protocol of the local SageMaker: an HTTP server on loopback speaking what boto3 speaks to AWS.
 
 Control plane: JSON 1.1, ``POST /`` with ``X-Amz-Target: SageMaker.<Operation>``; every request is validated
-against botocore's model before the backend sees it; errors are ``{"__type", "message"}`` with AWS's status codes.
+against botocore's model (``validation``) and SageMaker's documented rules (``rules``: KMS keys, instance storage,
+time limits, paths) before the backend sees it; errors are ``{"__type", "message"}`` with AWS's status codes.
 Runtime: REST, ``POST /endpoints/<name>/invocations`` (the ``sagemaker-runtime`` client), errors with the
 ``x-amzn-ErrorType`` header as the rest-json protocol carries them. ``GET /ping`` is the stack's health check.
 Local-only: ``POST /local/monitoring-schedules/<name>/executions`` (JSON body optional: ``StartTime``, ``EndTime``,
@@ -36,6 +37,7 @@ from local_aws.sagemaker.exceptions import (
     UnknownOperation,
     ValidationException,
 )
+from local_aws.sagemaker.rules import KmsKeys, check
 from local_aws.sagemaker.validation import service_model, validate
 from local_aws.settings import load_settings
 
@@ -77,6 +79,7 @@ class SageMakerApp:
         self.backend = backend
         self.limiter = RateLimiter(float(os.environ.get("LOCAL_SAGEMAKER_RATE_LIMIT", "0")))
         self.model = service_model("sagemaker")
+        self.key_exists = KmsKeys()  # the stack's KMS (moto), through the standard AWS_ENDPOINT_URL variables
         try:
             self.runtime_model = service_model("sagemaker-runtime")
         except UnknownServiceError:  # pragma: no cover - botocore always ships it
@@ -118,6 +121,7 @@ class SageMakerApp:
             if not self.limiter.allow(operation):
                 raise ThrottlingException("Rate exceeded")
             validate(self.model.operation_model(operation), body)
+            check(operation, body, self.key_exists)
             result = self.backend.dispatch(operation, body)
         except SageMakerError as exc:
             if exc.status >= 500:

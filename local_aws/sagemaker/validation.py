@@ -4,7 +4,8 @@ botocore's own ``ParamValidator`` checks what a client should send before it is 
 minimums); AWS additionally enforces maximum lengths and values, enums and patterns, and reports every violation
 in one ``ValidationException`` ("N validation errors detected: Value 'x' at 'a.b' failed to satisfy constraint:
 ..."). This walker covers both, over the shapes botocore ships, so a request is accepted here exactly when the
-model says AWS accepts it. Written by hand because no library applies a botocore model server-side.
+model says AWS accepts it. Written by hand because no library applies a botocore model server-side. The rules AWS
+documents beyond the shapes (KMS keys, instance storage, time limits, paths) are ``rules.check``'s, applied after.
 """
 
 from __future__ import annotations

@@ -78,6 +78,26 @@ def test_missing_required_member_bad_enum_and_bad_name_are_named(aws, toy_image,
            "expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}" in message
 
 
+def test_documented_rules_are_enforced_with_the_stacks_kms_keys(sm, aws, toy_image, data):
+    # The stack's data key (infra/foundation.yaml, alias/surgical-mlops), by ARN as the pipeline names it.
+    key_arn = aws("kms").describe_key(KeyId="alias/surgical-mlops")["KeyMetadata"]["Arn"]
+    request = training_request(f"rules-{uuid.uuid4().hex[:6]}", toy_image, data)
+    request["ResourceConfig"] = {**RESOURCES, "InstanceType": "ml.g4dn.xlarge", "VolumeKmsKeyId": key_arn}
+    code, message = error_of(sm.create_training_job, **request)
+    assert code == "ValidationException" and "resourceConfig.volumeKmsKeyId: KMS key is not supported for NVMe " \
+                                              "instance storage (ml.g4dn.xlarge has local instance storage)" in message
+    missing = key_arn.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+    request["ResourceConfig"] = {**RESOURCES, "VolumeKmsKeyId": missing}
+    request["OutputDataConfig"]["KmsKeyId"] = "alias/surgical-mlops"
+    code, message = error_of(sm.create_training_job, **request)
+    assert (code, message) == ("ValidationException", f"1 validation error detected: resourceConfig.volumeKmsKeyId: "
+                               f"KMS key '{missing}' does not exist: kms:DescribeKey finds no such key (or alias) in "
+                               "this account and Region.")
+    request["ResourceConfig"]["VolumeKmsKeyId"] = key_arn
+    sm.create_training_job(**request)
+    assert wait_for(sm, request["TrainingJobName"])["TrainingJobStatus"] == "Completed"
+
+
 def test_describe_of_missing_resources_uses_aws_error_codes(sm):
     assert error_of(sm.describe_training_job, TrainingJobName="nope") == (
         "ValidationException", "Requested resource not found.")

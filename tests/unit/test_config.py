@@ -56,3 +56,30 @@ def test_every_preset_defaults_to_the_services_open_to_new_customers(env):
 def test_an_unknown_monitoring_backend_is_a_clear_error():
     with pytest.raises(ConfigError, match="'monitoring_backend' must be one of processing, model_monitor"):
         build_config("local", {"monitoring_backend": "cloudwatch"})
+
+
+def test_load_config_resolves_the_kms_alias_to_the_key_arn_the_requests_name(in_process_aws):
+    import boto3
+
+    from include import config as config_module
+
+    kms = boto3.client("kms")
+    key = kms.create_key()["KeyMetadata"]
+    kms.create_alias(AliasName="alias/surgical-mlops", TargetKeyId=key["KeyId"])
+    config_module.resolve_key_arn.cache_clear()
+    try:
+        config = config_module.load_config("local")
+        assert config.kms_key_alias == "alias/surgical-mlops" and config.kms_key_arn == key["Arn"]
+        kms.delete_alias(AliasName="alias/surgical-mlops")
+        assert config_module.load_config("local").kms_key_arn == key["Arn"]  # cached per process
+        assert config_module.load_config("local", use_airflow_variable=False).kms_key_arn is None
+        with pytest.raises(ConfigError, match=r"'alias/nobody' \(setting 'kms_key_alias'\) could not be resolved"):
+            config_module.resolve_key_arn("alias/nobody", "us-east-1")
+    finally:
+        config_module.resolve_key_arn.cache_clear()
+
+
+def test_a_kms_key_arn_given_in_the_settings_is_used_as_is():
+    arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert build_config("prod", {"kms_key_arn": arn}).kms_key_arn == arn
+    assert build_config("prod").kms_key_arn is None  # resolved inside a task, by load_config

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from include import deploy
 from include.config import build_config
-from tests.sagemaker_api import valid
+from tests.sagemaker_api import TEST_KEY_ARN, valid
 
-CONFIG = build_config("local")
+CONFIG = build_config("local", {"kms_key_arn": TEST_KEY_ARN})
 PACKAGE = {"ModelPackageArn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/surgical-detector/3",
            "ModelPackageVersion": 3, "InferenceSpecification": {"Containers": [
                {"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/surgical-mlops/inference:latest",
@@ -34,9 +34,17 @@ def test_the_requests_are_valid_capture_data_and_encrypt():
     endpoint_config = deploy.endpoint_config_request(CONFIG, PACKAGE, name, "manual__1")
     valid("CreateEndpointConfig", endpoint_config)
     capture = endpoint_config["DataCaptureConfig"]
-    assert capture["EnableCapture"] and capture["InitialSamplingPercentage"] == 100 and capture["KmsKeyId"]
-    assert endpoint_config["KmsKeyId"]
+    assert capture["EnableCapture"] and capture["InitialSamplingPercentage"] == 100
+    assert capture["KmsKeyId"] == endpoint_config["KmsKeyId"] == TEST_KEY_ARN  # ml.m5: EBS volumes, by key ARN
     valid("CreateEndpoint", deploy.endpoint_request(CONFIG, PACKAGE, name, "manual__1"))
+
+
+def test_the_endpoint_key_is_left_out_when_every_variant_has_local_storage():
+    # prod serves on ml.g4dn (local NVMe storage, which the key "does not encrypt"); captured data keeps its key.
+    config = build_config("prod", {"kms_key_arn": TEST_KEY_ARN})
+    request = deploy.endpoint_config_request(config, PACKAGE, deploy.resource_name(config, PACKAGE), "manual__1")
+    valid("CreateEndpointConfig", request)
+    assert "KmsKeyId" not in request and request["DataCaptureConfig"]["KmsKeyId"] == TEST_KEY_ARN
 
 
 def test_agreement_counts_same_class_overlapping_boxes():

@@ -14,8 +14,9 @@ from include.config import build_config
 from include.lambdas.quarantine import quarantine_object
 from include.lambdas.s3_to_sqs import MESSAGE_SCHEMA, video_id_for
 from local_aws.sagemaker.validation import service_model, validate
+from tests.sagemaker_api import TEST_KEY_ARN, valid
 
-CONFIG = build_config("local")
+CONFIG = build_config("local", {"kms_key_arn": TEST_KEY_ARN})
 
 
 def message(handle: str = "h1", **fields) -> dict:
@@ -68,9 +69,15 @@ def test_job_name_changes_with_the_extraction_config():
 def test_processing_request_is_valid_for_sagemaker_and_secure():
     video = ingest.Video("0123456789abcdef0123", "raw", "videos/patient jane doe.mp4", "v1")
     request = ingest.processing_request(video, CONFIG, "scheduled__2026-11-25")
-    validate(service_model().operation_model("CreateProcessingJob"), request)
+    valid("CreateProcessingJob", request)
     assert request["NetworkConfig"]["EnableNetworkIsolation"] is True
-    assert request["ProcessingOutputConfig"]["KmsKeyId"] == CONFIG.kms_key_alias
+    # The key by ARN (a volume key may not be an alias); ml.c5 has EBS volumes, so they take the key too.
+    assert request["ProcessingOutputConfig"]["KmsKeyId"] == TEST_KEY_ARN
+    assert request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == TEST_KEY_ARN
+    on_nvme = build_config("local", {"kms_key_arn": TEST_KEY_ARN, "processing_instance_type": "ml.g4dn.xlarge"})
+    request = ingest.processing_request(video, on_nvme, "scheduled__2026-11-25")
+    valid("CreateProcessingJob", request)
+    assert "VolumeKmsKeyId" not in request["ProcessingResources"]["ClusterConfig"]
     # The job's input and output carry the opaque id only, never the uploader's key.
     assert "jane" not in json.dumps([request["ProcessingInputs"], request["ProcessingOutputConfig"],
                                      request["ProcessingJobName"]])

@@ -13,7 +13,7 @@ from include.config import build_config
 from include.labeling import dataset as datasets
 from include.labeling.ground_truth import GroundTruthRegionError, builtin_lambda_arn, labeling_job_request
 from include.labeling.manifest import Box, LabeledFrame, parse_manifest
-from local_aws.sagemaker.validation import service_model, validate
+from tests.sagemaker_api import TEST_KEY_ARN, valid
 
 CLASSES = ("scalpel", "retractor", "tumor")
 ATTR = "surgical-boxes"
@@ -39,8 +39,9 @@ def test_request_is_valid_for_sagemaker_with_the_regional_builtin_lambdas():
     request = labeling_job_request(
         name="label-1", region="eu-west-1", manifest_uri="s3://a/in.manifest", label_config_uri="s3://a/c.json",
         output_uri="s3://a/out", role_arn=config.sagemaker_role_arn, workteam_arn=config.workteam_arn,
-        label_attribute=ATTR, workers=3, kms_key="alias/surgical-mlops")
-    validate(service_model().operation_model("CreateLabelingJob"), request)
+        label_attribute=ATTR, workers=3, kms_key=TEST_KEY_ARN)
+    valid("CreateLabelingJob", request)
+    assert request["OutputConfig"]["KmsKeyId"] == TEST_KEY_ARN
     human = request["HumanTaskConfig"]
     assert human["PreHumanTaskLambdaArn"] == "arn:aws:lambda:eu-west-1:568282634449:function:PRE-BoundingBox"
     assert human["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"].endswith(":ACS-BoundingBox")

@@ -2,10 +2,13 @@
 
 1. No secret in the tree: detect-secrets over every file git would commit; the only findings allowed are the
    audited false positives in tests/fixtures/secrets.baseline (matched by file, type and secret hash, not line).
-2. Every SageMaker job request the project builds encrypts what the job writes: for each structure of the request
-   that has a KMS member (volume key, output key, data capture key...) the member is set, and network isolation /
-   inter-container encryption are on where the request has them. Driven by botocore's model of each operation, so a
-   new builder needs one line in JOB_REQUESTS.
+2. Every SageMaker job request the project builds, with each environment's preset, is one the local SageMaker (and
+   so AWS) accepts (its shape validation and documented rules), and encrypts what the job writes: for each structure
+   of the request that has a KMS member (volume key, output key, data capture key...) the member is set, by key ARN,
+   except a volume key on an instance type with local storage (the hardware encrypts it and SageMaker refuses a key
+   there) and the endpoint config's key when every variant has local storage (it would encrypt nothing); network
+   isolation / inter-container encryption are on where the request has them. Driven by botocore's model of each
+   operation, so a new builder needs one line in JOB_REQUESTS.
 3. A source file name never reaches an object key or a log line: only the opaque video id does.
 """
 
@@ -25,10 +28,12 @@ import pytest
 
 from include import deploy, ingest, monitoring, training
 from include.config import ENVIRONMENTS, build_config
+from include.instances import has_local_storage
 from include.lambdas import s3_to_sqs
 from include.lambdas.quarantine import quarantine_object
 from include.tasks import labeling as labeling_tasks
 from local_aws.settings import REPO_ROOT
+from tests.sagemaker_api import TEST_KEY_ARN, problems
 
 SECRETS_BASELINE = REPO_ROOT / "tests" / "fixtures" / "secrets.baseline"
 # Patient-like source file names: a name, a birth date, a medical record number, a theatre.
@@ -126,12 +131,30 @@ KMS_MEMBERS = {"KmsKeyId", "VolumeKmsKeyId", "OutputKmsKeyId"}
 ISOLATION_MEMBERS = {"EnableNetworkIsolation", "EnableInterContainerTrafficEncryption"}
 
 
+def _instance_types(value: dict[str, Any]) -> list[str]:
+    """The instance types a cluster structure asks for (its own, and its instance groups' or configs')."""
+    groups = [*value.get("InstanceGroups", []), *value.get("InstanceConfigs", [])]
+    return [t for t in (value.get("InstanceType"), *(g.get("InstanceType") for g in groups)) if t]
+
+
+def _key_not_wanted(shape: Any, name: str, value: dict[str, Any]) -> bool:
+    """A KMS member that is right to leave out: a volume key where every instance has local (NVMe) storage, which
+    SageMaker refuses; the endpoint config's key where every variant has local storage, where it encrypts nothing."""
+    if name == "VolumeKmsKeyId":
+        types = _instance_types(value)
+        return bool(types) and all(has_local_storage(t) for t in types)
+    if name == "KmsKeyId" and shape.name == "CreateEndpointConfigInput":
+        variants = value.get("ProductionVariants", [])
+        return bool(variants) and all(has_local_storage(v.get("InstanceType", "")) for v in variants)
+    return False
+
+
 def _missing_protections(shape: Any, value: Any, path: str) -> list[str]:
-    """Walk the request along its botocore input shape; list each KMS/isolation member left unset."""
+    """Walk the request along its botocore input shape; list each KMS/isolation member left unset that should be."""
     missing = []
     if shape.type_name == "structure" and isinstance(value, dict):
         for name, member in shape.members.items():
-            if name in KMS_MEMBERS and not value.get(name):
+            if name in KMS_MEMBERS and not value.get(name) and not _key_not_wanted(shape, name, value):
                 missing.append(f"{path}.{name}")
             if name in ISOLATION_MEMBERS and value.get(name) is not True:
                 missing.append(f"{path}.{name}")
@@ -143,6 +166,14 @@ def _missing_protections(shape: Any, value: Any, path: str) -> list[str]:
     return missing
 
 
+def _kms_values(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [v for k, item in value.items() for v in ([item] if k in KMS_MEMBERS else _kms_values(item))]
+    if isinstance(value, list):
+        return [v for item in value for v in _kms_values(item)]
+    return []
+
+
 @pytest.fixture(scope="module")
 def sagemaker_model():
     return botocore.session.get_session().get_service_model("sagemaker")
@@ -152,24 +183,43 @@ def sagemaker_model():
 @pytest.mark.parametrize(("operation", "builder"), JOB_REQUESTS, ids=[f"{op}-{i}" for i, (op, _) in
                                                                        enumerate(JOB_REQUESTS)])
 def test_job_requests_encrypt_and_isolate(sagemaker_model, operation, builder, env):
-    request = builder(build_config(env))
+    # The key as load_config resolves it from the alias inside a task (tests/unit/test_config.py).
+    request = builder(build_config(env, {"kms_key_arn": TEST_KEY_ARN}))
+    # The local SageMaker accepts it (shapes with lengths, patterns and enums, then the documented rules), so the
+    # walk below sees real members and the keys are where SageMaker takes them.
+    assert problems(operation, request) is None, problems(operation, request)
     shape = sagemaker_model.operation_model(operation).input_shape
-    # The request is valid for the operation (botocore's own validation), so the walk below sees real members.
-    from botocore.validate import ParamValidator
-
-    report = ParamValidator().validate(request, shape)
-    assert not report.has_errors(), report.generate_report()
     assert _missing_protections(shape, request, operation) == []
+    assert set(_kms_values(request)) <= {TEST_KEY_ARN}, "KMS members name the key by ARN, never by alias"
 
 
 def test_the_walk_catches_an_unencrypted_request(sagemaker_model):
-    request = ingest.processing_request(_VIDEO, build_config("prod").__class__(kms_key_alias=None))
+    request = ingest.processing_request(_VIDEO, build_config("prod", {"kms_key_arn": None}))
     request["NetworkConfig"]["EnableNetworkIsolation"] = False
     shape = sagemaker_model.operation_model("CreateProcessingJob").input_shape
     missing = _missing_protections(shape, request, "CreateProcessingJob")
     assert {"CreateProcessingJob.ProcessingOutputConfig.KmsKeyId",
             "CreateProcessingJob.ProcessingResources.ClusterConfig.VolumeKmsKeyId",
             "CreateProcessingJob.NetworkConfig.EnableNetworkIsolation"} <= set(missing)
+
+
+def test_the_walk_excuses_only_keys_that_local_storage_refuses(sagemaker_model):
+    # prod trains on ml.g5 and serves on ml.g4dn (local NVMe storage): no volume key, no endpoint config key, and
+    # that is right; an output key left out there is still caught, and so is a volume key left out on EBS.
+    config = build_config("prod", {"kms_key_arn": TEST_KEY_ARN})
+    job = training.training_job_request(config, "0123456789abcdef", training.hyperparameters(config, {}), "m", "c")
+    shape = sagemaker_model.operation_model("CreateTrainingJob").input_shape
+    assert "VolumeKmsKeyId" not in job["ResourceConfig"] and _missing_protections(shape, job, "T") == []
+    del job["OutputDataConfig"]["KmsKeyId"]
+    job["ResourceConfig"]["InstanceType"] = "ml.c5.xlarge"
+    assert set(_missing_protections(shape, job, "T")) == {"T.OutputDataConfig.KmsKeyId",
+                                                         "T.ResourceConfig.VolumeKmsKeyId"}
+    endpoint_config = deploy.endpoint_config_request(config, _CHAMPION, "surgical-detector-v3-0a1b2c3d", "m")
+    shape = sagemaker_model.operation_model("CreateEndpointConfig").input_shape
+    assert "KmsKeyId" not in endpoint_config and _missing_protections(shape, endpoint_config, "E") == []
+    endpoint_config["ProductionVariants"].append({**endpoint_config["ProductionVariants"][0], "VariantName": "Cpu",
+                                                  "InstanceType": "ml.m5.large"})
+    assert _missing_protections(shape, endpoint_config, "E") == ["E.KmsKeyId"]
 
 
 # --- 3. no patient identifier in object keys or log lines ---------------------------------------------------------

@@ -13,9 +13,9 @@ import pytest
 from include import training
 from include.config import build_config
 from include.promotion import evaluation_records
-from tests.sagemaker_api import valid
+from tests.sagemaker_api import TEST_KEY_ARN, valid
 
-CONFIG = build_config("local")
+CONFIG = build_config("local", {"kms_key_arn": TEST_KEY_ARN})
 
 
 def test_hyperparameters_are_the_configs_then_the_runs_all_strings():
@@ -38,19 +38,25 @@ def test_the_requests_are_valid_encrypted_and_isolated():
     hps = training.hyperparameters(CONFIG, {})
     job = training.training_job_request(CONFIG, "0123456789abcdef", hps, "manual__2026", "abc123")
     valid("CreateTrainingJob", job)
-    assert job["EnableNetworkIsolation"] and job["ResourceConfig"]["VolumeKmsKeyId"]
-    assert job["OutputDataConfig"]["KmsKeyId"]
+    # ml.g4dn has local NVMe storage, encrypted by the instance: SageMaker refuses a volume key there.
+    assert job["EnableNetworkIsolation"] and "VolumeKmsKeyId" not in job["ResourceConfig"]
+    assert job["OutputDataConfig"]["KmsKeyId"] == TEST_KEY_ARN
+    on_ebs = build_config("local", {"kms_key_arn": TEST_KEY_ARN, "training_instance_type": "ml.c5.xlarge"})
+    ebs_job = training.training_job_request(on_ebs, "0123456789abcdef", hps, "manual__2026", "abc123")
+    valid("CreateTrainingJob", ebs_job)
+    assert ebs_job["ResourceConfig"]["VolumeKmsKeyId"] == TEST_KEY_ARN
     assert job["CheckpointConfig"]["S3Uri"].endswith(f"{job['TrainingJobName']}/")
     assert {t["Key"]: t["Value"] for t in job["Tags"]}["dataset_version"] == "0123456789abcdef"
     tuning = training.tuning_job_request(CONFIG, "0123456789abcdef", hps, "manual__2026", "abc123")
     valid("CreateHyperParameterTuningJob", tuning)
+    assert "VolumeKmsKeyId" not in tuning["TrainingJobDefinition"]["ResourceConfig"]
     assert "lr" not in tuning["TrainingJobDefinition"]["StaticHyperParameters"]
     champion = {"ModelPackageVersion": 3, "InferenceSpecification": {"Containers": [
         {"Image": "x", "ModelDataUrl": "s3://surgical-models/training/j/output/model.tar.gz"}]}}
     rescore = training.champion_evaluation_request(CONFIG, champion, "fedcba9876543210", "manual__2026")
     valid("CreateProcessingJob", rescore)
     assert rescore["NetworkConfig"]["EnableNetworkIsolation"]
-    assert rescore["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"]
+    assert rescore["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == TEST_KEY_ARN  # ml.c5: EBS
     assert rescore["AppSpecification"]["ContainerArguments"][0] == "evaluate"
 
 
@@ -75,8 +81,9 @@ def test_the_prediction_request_is_valid_and_reads_the_frames_from_a_manifest():
                                 "S3DataDistributionType": "FullyReplicated"}
     output = request["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]
     assert output["S3Uri"].endswith("/pre/run-1/") and output["LocalPath"] == "/opt/ml/processing/output"
-    assert request["ProcessingOutputConfig"]["KmsKeyId"] and request["NetworkConfig"]["EnableNetworkIsolation"]
-    assert request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"]
+    assert request["ProcessingOutputConfig"]["KmsKeyId"] == TEST_KEY_ARN
+    assert request["NetworkConfig"]["EnableNetworkIsolation"]
+    assert request["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == TEST_KEY_ARN
     tags = {t["Key"]: t["Value"] for t in request["Tags"]}
     assert tags["dag_run_id"] == "manual__2026" and tags["model_package_version"] == "4"
     for name in ("predict-" + "a" * 56, "predict_champion", "-predict"):
