@@ -418,9 +418,12 @@ class Loop:
         return self.config.monitoring_backend == "model_monitor"
 
     def hourly_check(self, stage: Stage) -> dict:
-        """drift_retrain's hourly run, triggered now (or the one already queued or running); with the Model Monitor
-        backend, its schedule is run now once the run created it. Returns the finished run."""
-        active = [r for r in self.api.runs("drift_retrain") if r["state"] in ("queued", "running")]
+        """drift_retrain's hourly run, triggered now (or a scheduled one already queued or running; never a run the
+        alarm Lambda triggered, nor one followed before); with the Model Monitor backend, its schedule is run now once
+        the run created it. Returns the finished run."""
+        seen = self._seen.get("drift_retrain", set())
+        active = [r for r in self.api.runs("drift_retrain") if r["state"] in ("queued", "running")
+                  and not r["dag_run_id"].startswith("drift_alarm__") and r["dag_run_id"] not in seen]
         run = active[0] if active else self.api.trigger("drift_retrain")
         self._seen.setdefault("drift_retrain", set()).add(run["dag_run_id"])
         self.say(f"   drift_retrain run {run['dag_run_id']} ({run['run_type']}), monitor backend "
@@ -501,22 +504,29 @@ class Loop:
                 self.say(f"   hourly verdict: drift {found.get('drift')}; causes: {found.get('causes')}")
             changes = _post(f"{self.stack.moto_url}/local/alarms/evaluate", {})
             self.say(f"   alarms evaluated now: {json.dumps(changes)[:400]}")
+            # The alarm's run: raised by this monitor's metrics, or earlier (an alarm fires once per state change: the
+            # normal-traffic check may already have raised it, and its run is the one the Lambda started then).
             alarm_run = self.new_run("drift_retrain", lambda r: r["dag_run_id"].startswith("drift_alarm__"),
                                      timeout=120)
             run = self.finish("drift_retrain", alarm_run, stage)
-            rid = run["dag_run_id"]
-            verdict = self.xcom("drift_retrain", rid, "assess") or {}
-            collected = self.xcom("drift_retrain", rid, "collect") or {}
             self.say(f"   trigger (the Lambda's conf): alarm {run['conf'].get('alarm_name')} at "
                      f"{run['conf'].get('state_changed_at')}: {run['conf'].get('state_reason', '')[:200]}")
-            self.say(f"   verdict: drift {verdict.get('drift')}; causes: {verdict.get('causes')}")
-            self.say(f"   relabel: videos {collected.get('video_ids')}")
+            alarm_verdict = self.xcom("drift_retrain", run["dag_run_id"], "assess") or {}
+            self.say(f"   alarm run's verdict: drift {alarm_verdict.get('drift')}; "
+                     f"causes: {alarm_verdict.get('causes')}")
+            # The run whose relabel carries the drifted videos: the hourly run with the Processing backend (it judged
+            # the drift traffic's window), the alarm's run with Model Monitor.
+            primary = hourly or run
+            rid = primary["dag_run_id"]
+            verdict = self.xcom("drift_retrain", rid, "assess") or {}
+            collected = self.xcom("drift_retrain", rid, "collect") or {}
+            self.say(f"   relabel ({rid}): videos {collected.get('video_ids')}")
             stage.detail = f"drift {verdict.get('drift')}: {'; '.join(verdict.get('causes', []))[:80]}"
             result = {"run": run, "verdict": verdict, "collected": collected, "monitor": summary,
-                      "alarm_changes": changes, "hourly_run": hourly}
+                      "alarm_changes": changes, "hourly_run": hourly, "alarm_verdict": alarm_verdict}
             self.facts["drift"] = result
-            if not verdict.get("drift") or run["tasks"].get("relabel") != "success":
-                raise StageFailed(f"drift_retrain {rid} did not find drift and relabel: {run['tasks']}")
+            if not verdict.get("drift") or primary["tasks"].get("relabel") != "success":
+                raise StageFailed(f"drift_retrain {rid} did not find drift and relabel: {primary['tasks']}")
             return result
 
     # --- the loop ------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Semantics kept from Lambda:
 - asynchronous invocations (S3 notifications, ``InvocationType=Event``) are retried ``MaximumRetryAttempts`` times
   (default 2) and then sent to the ``OnFailure`` destination of the function's event invoke config.
 Retry delays are seconds here instead of Lambda's minutes (``LOCAL_LAMBDA_RETRY_DELAYS``).
+With ``LOCAL_AWS_IAM=enforce`` the function's process gets its execution role's temporary credentials (assumed as
+``lambda.amazonaws.com``, which the role's trust policy must allow) instead of the stack's admin ones.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from local_aws.settings import StackSettings
+from local_aws import iam
+from local_aws.settings import StackSettings, iam_enforced
 
 log = logging.getLogger("local_aws.lambda")
 BOOTSTRAP = Path(__file__).with_name("lambda_bootstrap.py")
@@ -93,6 +96,10 @@ class LambdaRunner:
             result_path = Path(tmp) / "result.json"
             env = self._environment(fn, code_dir, request_id, stream, result_path, started)
             try:
+                env.update(self._role_credentials(fn))
+            except iam.IamCallError as exc:
+                return self._refused(fn, stream, request_id, started, exc)
+            try:
                 proc = subprocess.run(
                     [sys.executable, "-P", str(BOOTSTRAP), fn.handler],
                     input=event.encode(),
@@ -115,6 +122,23 @@ class LambdaRunner:
         duration_ms = (time.time() - started) * 1000
         log_text = self._write_logs(fn, stream, request_id, output, duration_ms)
         return Invocation(request_id, bool(result["ok"]), result["payload"], log_text, duration_ms)
+
+    @staticmethod
+    def _role_credentials(fn: Any) -> dict[str, str]:
+        """Enforce mode: the execution role's credentials, as Lambda assumes the role for the function; else {}."""
+        if not iam_enforced():
+            return {}
+        credentials = iam.assume_role_as_service(fn.role, "lambda.amazonaws.com", fn.function_name, reuse=True)
+        return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": credentials["SessionToken"]}
+
+    def _refused(self, fn: Any, stream: str, request_id: str, started: float, exc: iam.IamCallError) -> Invocation:
+        message = f"The role defined for the function cannot be assumed by Lambda: {exc.message}"
+        duration_ms = (time.time() - started) * 1000
+        log_text = self._write_logs(fn, stream, request_id, message, duration_ms)
+        return Invocation(request_id, False, {"errorMessage": message, "errorType": "AccessDeniedException"},
+                          log_text, duration_ms)
 
     def _code_dir(self, fn: Any) -> Path:
         """The function's deployment zip, unpacked once per code version."""

@@ -14,6 +14,9 @@ of AWS in a way the pipeline would notice (moto 5.2.5, pinned in constraints):
 5. CloudWatch alarms are evaluated (``local_aws.alarms``, a thread here, next to the backends it reads and the
    event bus it writes); ``POST /local/alarms/evaluate`` (body optional: ``{"AlarmNames": [...]}``) runs one
    pass now and answers the state changes - a local-only call, for tests and the demo.
+6. IAM (``local_aws.iam``): the harness's admin principal (fixed key), moto's policy engine made usable, and, with
+   ``LOCAL_AWS_IAM=enforce``, every request checked against the caller's policies; ``POST /local/iam/authorize``
+   and ``POST /local/iam/assume-role-as-service`` let the local SageMaker reuse this engine.
 
 Usage: ``python -m local_aws.moto_server --port 4566`` (``local_aws.stack`` starts it).
 """
@@ -29,9 +32,10 @@ import threading
 import time
 from typing import Any
 
+from local_aws import iam
 from local_aws.alarms import AlarmEvaluator
 from local_aws.lambda_runner import LambdaRunner
-from local_aws.settings import load_settings
+from local_aws.settings import iam_mode, load_settings
 
 log = logging.getLogger("local_aws.moto")
 _sequence = itertools.count()
@@ -151,7 +155,20 @@ class LocalRoutes:
         self.app, self.evaluator = app, evaluator
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") == "/local/alarms/evaluate" and environ.get("REQUEST_METHOD") == "POST":
+        path = environ.get("PATH_INFO") or ""
+        if path.startswith("/local/iam/") and environ.get("REQUEST_METHOD") == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            try:
+                status_code, payload = iam.handle(path, json.loads(environ["wsgi.input"].read(length) or b"{}"))
+            except Exception as exc:
+                log.exception("%s failed", path)
+                status_code, payload = 500, {"error": "InternalFailure", "message": str(exc)}
+            data = json.dumps(payload).encode()
+            reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status_code, "Error")
+            start_response(f"{status_code} {reason}", [("Content-Type", "application/json"),
+                                                       ("Content-Length", str(len(data)))])
+            return [data]
+        if path == "/local/alarms/evaluate" and environ.get("REQUEST_METHOD") == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
             try:
                 body = json.loads(environ["wsgi.input"].read(length) or b"{}") if length else {}
@@ -172,6 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    mode = iam_mode()
+    iam.install(enforce=mode == "enforce")
+    if mode == "enforce":
+        log.warning("IAM ENFORCED (LOCAL_AWS_IAM=enforce): every request is checked against its signer's policies")
+    else:
+        log.info("IAM not enforced (LOCAL_AWS_IAM=off): moto accepts any request")
     install_patches(LambdaRunner(load_settings()))
     evaluator = AlarmEvaluator()
     evaluator.start()

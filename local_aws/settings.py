@@ -9,9 +9,28 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT_ID = "123456789012"  # moto's default account
 REGION = "us-east-1"
-# Dummy credentials: the local servers accept any signature; real ones must never be needed here.
-ACCESS_KEY_ID = "local-dummy-key"
-SECRET_ACCESS_KEY = "local-dummy-secret"  # noqa: S105 - not a secret: the local servers ignore it
+# The harness's principal: moto's IAM user ``local-admin`` (allow-all inline policy) with this fixed access key,
+# created when moto starts (``local_aws.iam``). Every harness client (bootstrap, tests, the demo) signs as it; with
+# LOCAL_AWS_IAM=enforce it is the only key moto knows besides the ones IAM/STS hand out. Not a secret: it exists
+# only inside the local moto, and real AWS credentials must never be needed here.
+ADMIN_USER = "local-admin"
+ACCESS_KEY_ID = "AKIALOCALSTACKADMIN1"  # pragma: allowlist secret - the local stack's own key, not an AWS one
+SECRET_ACCESS_KEY = "local-stack-admin-secret-not-an-aws-key0"  # noqa: S105  # pragma: allowlist secret
+# LOCAL_AWS_IAM: "off" (the default for now: moto accepts any request) or "enforce" (moto and the local SageMaker
+# refuse what the caller's IAM policies do not allow; jobs and Lambdas run with their role's credentials).
+IAM_MODES = ("off", "enforce")
+
+
+def iam_mode() -> str:
+    """The stack's IAM mode from ``LOCAL_AWS_IAM`` (``off`` when unset); an unknown value is an error."""
+    value = os.environ.get("LOCAL_AWS_IAM", "").strip().lower() or "off"
+    if value not in IAM_MODES:
+        raise ValueError(f"LOCAL_AWS_IAM={value!r}: expected one of {', '.join(IAM_MODES)}")
+    return value
+
+
+def iam_enforced() -> bool:
+    return iam_mode() == "enforce"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from local_aws.settings import REPO_ROOT, StackSettings, load_settings
+from local_aws.settings import ADMIN_USER, REPO_ROOT, StackSettings, iam_mode, load_settings
 
 
 class StackError(RuntimeError):
@@ -99,16 +99,35 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+def _run_fingerprint() -> str:
+    """The code and the IAM mode a service runs with: a change of either restarts it."""
+    return f"{code_fingerprint()} iam={iam_mode()}"
+
+
+def iam_banner() -> str:
+    """What 'up' prints about IAM: loud when enforced, one line when not."""
+    if iam_mode() == "enforce":
+        rule = "  " + "!" * 100
+        return "\n".join([
+            rule,
+            "  !! IAM ENFORCED (LOCAL_AWS_IAM=enforce): moto and the local SageMaker refuse what the signer's policies "
+            "do not allow",
+            f"  !! harness clients sign as the IAM user {ADMIN_USER} (allow-all); jobs and Lambdas run with their "
+            "role's credentials",
+            rule])
+    return "  IAM not enforced (LOCAL_AWS_IAM=off): the stack accepts any request"
+
+
 def _start(settings: StackSettings, service: Service) -> int:
     pid_file = _pid_file(settings, service)
     code_file = pid_file.with_suffix(".code")
     pid = _read_pid(pid_file)
-    stale = not code_file.exists() or code_file.read_text() != code_fingerprint()
+    stale = not code_file.exists() or code_file.read_text() != _run_fingerprint()
     if _alive(pid) and _healthy(settings.host, service) and not stale:
         print(f"  {service.name:<10} already running (pid {pid}) on {service.health_url(settings.host)}")
         return pid  # type: ignore[return-value]
     if _alive(pid) and stale:
-        print(f"  {service.name:<10} runs older code (pid {pid}): restarting it")
+        print(f"  {service.name:<10} runs older code or another IAM mode (pid {pid}): restarting it")
         _stop(settings, service)
     if _alive(pid):
         raise StackError(f"{service.name} (pid {pid}) is running but not healthy; run 'make down' and retry")
@@ -137,7 +156,7 @@ def _start(settings: StackSettings, service: Service) -> int:
             start_new_session=True,  # its own process group: 'down' stops it and every child
         )
     pid_file.write_text(str(proc.pid))
-    code_file.write_text(code_fingerprint())
+    code_file.write_text(_run_fingerprint())
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -186,6 +205,7 @@ def up(settings: StackSettings | None = None, quiet: bool = False) -> StackSetti
 
     settings = settings or load_settings()
     print(f"local AWS stack in {settings.home}")
+    print(iam_banner())  # also checks LOCAL_AWS_IAM before anything starts
     started = []
     try:
         for service in services(settings):
@@ -199,7 +219,7 @@ def up(settings: StackSettings | None = None, quiet: bool = False) -> StackSetti
     bootstrap.deploy(settings)
     if not quiet:
         print(f"  detection API: POST {settings.api_gateway_url}/detect")
-        print(f"  endpoints and dummy credentials: {env_file}  (source it in a shell)")
+        print(f"  endpoints and the {ADMIN_USER} credentials: {env_file}  (source it in a shell)")
     return settings
 
 

@@ -5,6 +5,8 @@ runs ``<entrypoint> serve`` on a free loopback port (``SAGEMAKER_BIND_TO_PORT``,
 hosts), and the variant is ready only once ``GET /ping`` answers 200. Updates are blue/green: the new variants start
 and pass their health check before traffic switches; the old ones stop only after the switch. If the new ones fail,
 the old keep serving. Captured requests and responses go to S3 in SageMaker's data capture format and key layout.
+With ``LOCAL_AWS_IAM=enforce`` a variant runs as its model's ``ExecutionRoleArn``: the model data is downloaded and
+the container started with the role's temporary credentials (data capture is written by the service itself).
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ from typing import Any
 import boto3
 import urllib3
 
+from local_aws.sagemaker import authz
 from local_aws.sagemaker.containers import ContainerRegistry
 from local_aws.sagemaker.exceptions import ModelError, ValidationException
 from local_aws.sagemaker.logs import LogStream
 from local_aws.sagemaker.resources import Resources
 from local_aws.sagemaker.runners import base_environment, split_s3
-from local_aws.settings import ACCOUNT_ID, REGION, StackSettings
+from local_aws.settings import ACCOUNT_ID, REGION, StackSettings, iam_enforced
 
 log = logging.getLogger("local_aws.sagemaker.endpoints")
 _http = urllib3.PoolManager(maxsize=16, retries=False)
@@ -206,15 +209,24 @@ class EndpointRuntime:
         instance_id = f"i-{uuid.uuid4().hex[:17]}"
         root = self.settings.home / "sagemaker" / "endpoints" / endpoint / f"{variant['VariantName']}-{instance_id}"
         (root / "model").mkdir(parents=True)
+        credentials: dict[str, str] = {}
+        s3 = self._s3
+        if iam_enforced() and model.get("ExecutionRoleArn"):  # as SageMaker: the model's role fetches and runs it
+            try:
+                credentials = authz.role_credentials(model["ExecutionRoleArn"])
+            except authz.RoleAssumptionError as exc:
+                raise HealthCheckFailed(str(exc)) from exc
+            s3 = authz.s3_client(credentials)
         if container.get("ModelDataUrl"):
             bucket, key = split_s3(container["ModelDataUrl"])
             archive = root / "model.tar.gz"
-            self._s3.download_file(bucket, key, str(archive))
+            s3.download_file(bucket, key, str(archive))
             with tarfile.open(archive) as tar:
                 tar.extractall(root / "model", filter="data")
             archive.unlink()
         port = _free_port()
         env = base_environment(root, image, container.get("Environment", {}))
+        env.update(credentials)
         env.update({"SAGEMAKER_BIND_TO_PORT": str(port), "SM_MODEL_DIR": str(root / "model"),
                     "SAGEMAKER_ENDPOINT_NAME": endpoint, "SAGEMAKER_VARIANT_NAME": variant["VariantName"]})
         stream = LogStream(f"/aws/sagemaker/Endpoints/{endpoint}", f"{variant['VariantName']}/{instance_id}")

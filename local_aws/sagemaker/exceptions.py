@@ -59,3 +59,15 @@ class ModelError(SageMakerError):
     def body(self) -> dict[str, object]:
         return {"__type": self.code, "message": self.message, "OriginalStatusCode": self.original_status,
                 "OriginalMessage": self.original_message, "LogStreamArn": self.log_stream}
+
+
+class UnrecognizedClientException(SageMakerError):
+    """The request's access key is unknown to IAM (``LOCAL_AWS_IAM=enforce``)."""
+
+    code, status = "UnrecognizedClientException", 400
+
+
+class MissingAuthenticationToken(SageMakerError):
+    """An unsigned request (``LOCAL_AWS_IAM=enforce``)."""
+
+    code, status = "MissingAuthenticationTokenException", 403

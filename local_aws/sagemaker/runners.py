@@ -6,6 +6,8 @@ under ``/opt/ml`` mapped to the root and the ``SM_*`` variables set, its output 
 exit the outputs are uploaded to S3 and the job's description is updated: ``/opt/ml/output/failure`` becomes the
 ``FailureReason``, a non-zero exit fails the job, ``MaxRuntimeInSeconds`` and StopXxxJob end it as AWS does.
 Jobs share a bounded pool sized for this machine; a queued job stays ``InProgress`` and says it is waiting.
+With ``LOCAL_AWS_IAM=enforce`` a job runs as its ``RoleArn``, as SageMaker runs it with the execution role: the
+container gets the role's temporary credentials and the inputs and outputs move through S3 with them.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from local_aws.sagemaker import authz
 from local_aws.sagemaker.containers import ContainerImage, ContainerRegistry
 from local_aws.sagemaker.logs import LogStream
 from local_aws.sagemaker.resources import Resources, now
-from local_aws.settings import StackSettings
+from local_aws.settings import StackSettings, iam_enforced
 
 log = logging.getLogger("local_aws.sagemaker.runners")
 RESTART_REASON = "InternalServerError: the local SageMaker service restarted while this {what} was running"
@@ -237,6 +240,25 @@ class JobRunner:
         for process in processes:
             process.stop(grace_s=2)
 
+    def role_session(self, job: dict[str, Any]) -> tuple[dict[str, str], Any]:
+        """(the container's credential variables, the S3 client for the job's transfers): the job's role in enforce
+        mode (raises :class:`authz.RoleAssumptionError`), else nothing and the service's own client."""
+        if not iam_enforced():
+            return {}, self._s3
+        credentials = authz.role_credentials(job["RoleArn"])
+        return credentials, authz.s3_client(credentials)
+
+    def _assume_or_fail(self, kind: str, name: str, job: dict[str, Any], stream: LogStream,
+                        end_member: str) -> tuple[dict[str, str], Any] | None:
+        try:
+            return self.role_session(job)
+        except authz.RoleAssumptionError as exc:  # the role went away or stopped trusting SageMaker since creation
+            reason = f"ClientError: {exc}"
+            stream.write(reason)
+            stream.flush()
+            self._finish(kind, name, "Failed", reason[:1024], **{end_member: now()})
+            return None
+
     def job_root(self, kind: str, name: str) -> Path:
         return self.settings.home / "sagemaker" / "jobs" / kind / name
 
@@ -314,12 +336,16 @@ class JobRunner:
                               lambda d: d.update(ProcessingStartTime=started, LastModifiedTime=started))
         stream = LogStream("/aws/sagemaker/ProcessingJobs", f"{name}/algo-1-{int(started)}")
         stream.write(f"local SageMaker: processing job {name} on {image.repository} ({image.folder.name})")
+        session = self._assume_or_fail("ProcessingJob", name, job, stream, "ProcessingEndTime")
+        if session is None:
+            return
+        credentials, s3 = session
         for item in job.get("ProcessingInputs", []):
             s3_input = item.get("S3Input")
             if s3_input:
                 download = download_manifest if s3_input.get("S3DataType") == "ManifestFile" else download_prefix
                 try:
-                    count = download(self._s3, s3_input["S3Uri"], local_path(root, s3_input["LocalPath"]))
+                    count = download(s3, s3_input["S3Uri"], local_path(root, s3_input["LocalPath"]))
                 except InputError as exc:  # as AWS: the job fails before its container starts
                     reason = f"ClientError: ProcessingInput {item['InputName']}: {exc}"
                     stream.write(reason)
@@ -338,6 +364,7 @@ class JobRunner:
         argv = image.command([map_value(root, a) for a in app.get("ContainerEntrypoint", [])] or None,
                              [map_value(root, a) for a in app.get("ContainerArguments", [])])
         env = base_environment(root, image, job.get("Environment", {}))
+        env.update(credentials)
         env["PROCESSING_JOB_NAME"] = name
         max_runtime = job.get("StoppingCondition", {}).get("MaxRuntimeInSeconds")
         outcome = self._execute("ProcessingJob", name, root, image, argv, env, stream, max_runtime)
@@ -357,7 +384,7 @@ class JobRunner:
             for item in outputs:
                 if "S3Output" in item:
                     out = item["S3Output"]
-                    count = upload_folder(self._s3, local_path(root, out["LocalPath"]), out["S3Uri"])
+                    count = upload_folder(s3, local_path(root, out["LocalPath"]), out["S3Uri"])
                     stream.write(f"output {item['OutputName']}: {count} object(s) -> {out['S3Uri']}")
             stream.flush()
             self._finish("ProcessingJob", name, "Completed", None, **extra)
@@ -389,19 +416,23 @@ class JobRunner:
                               lambda d: d.update(TrainingStartTime=started, LastModifiedTime=started))
         self._secondary(name, "Starting", "Preparing the instances for training")
         stream = LogStream("/aws/sagemaker/TrainingJobs", f"{name}/algo-1-{int(started)}")
+        session = self._assume_or_fail("TrainingJob", name, job, stream, "TrainingEndTime")
+        if session is None:
+            return
+        credentials, s3 = session
         self._secondary(name, "Downloading", "Downloading input data")
         channels = []
         for channel in job.get("InputDataConfig", []):
             source = channel["DataSource"].get("S3DataSource")
             if source:
-                count = download_prefix(self._s3, source["S3Uri"], root / "input" / "data" / channel["ChannelName"])
+                count = download_prefix(s3, source["S3Uri"], root / "input" / "data" / channel["ChannelName"])
                 stream.write(f"channel {channel['ChannelName']}: {count} object(s) downloaded")
             channels.append(channel["ChannelName"])
         checkpoint = job.get("CheckpointConfig")
         checkpoint_dir = local_path(root, (checkpoint or {}).get("LocalPath", "/opt/ml/checkpoints"))
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if checkpoint:
-            count = download_prefix(self._s3, checkpoint["S3Uri"], checkpoint_dir)
+            count = download_prefix(s3, checkpoint["S3Uri"], checkpoint_dir)
             stream.write(f"checkpoints: {count} object(s) restored from {checkpoint['S3Uri']}")
         hyperparameters = job.get("HyperParameters", {})
         config = root / "input" / "config"
@@ -417,6 +448,7 @@ class JobRunner:
                            "network_interface_name": "lo"}
         (config / "resourceconfig.json").write_text(json.dumps(resource_config))
         env = base_environment(root, image, job.get("Environment", {}))
+        env.update(credentials)
         env.update(training_environment(root, name, job, channels, checkpoint_dir))
         metrics = MetricCollector(spec.get("MetricDefinitions", []))
         self._secondary(name, "Training", "Training image download completed. Training in progress.")
@@ -424,13 +456,13 @@ class JobRunner:
         outcome = self._execute("TrainingJob", name, root, image, image.command(None, ["train"]), env, stream,
                                 max_runtime, on_line=metrics.feed)
         if checkpoint:  # saved whatever the outcome: a stopped job resumes from them
-            upload_folder(self._s3, checkpoint_dir, checkpoint["S3Uri"])
+            upload_folder(s3, checkpoint_dir, checkpoint["S3Uri"])
         ended = now()
         final = {"FinalMetricDataList": metrics.final(), "TrainingEndTime": ended,
                  "TrainingTimeInSeconds": int(ended - started), "BillableTimeInSeconds": max(1, int(ended - started))}
         if (outcome.ended_by == "exit" and outcome.exit_code == 0) or outcome.ended_by == "max_runtime":
             self._secondary(name, "Uploading", "Uploading generated training model")
-            artifacts = self._upload_training_outputs(root, name, job)
+            artifacts = self._upload_training_outputs(root, name, job, s3)
             final["ModelArtifacts"] = {"S3ModelArtifacts": artifacts}
         if outcome.ended_by == "stop":
             self._secondary(name, "Stopped", "Training job stopped")
@@ -457,14 +489,15 @@ class JobRunner:
 
         self.resources.update("TrainingJob", name, change)
 
-    def _upload_training_outputs(self, root: Path, name: str, job: dict[str, Any]) -> str:
+    def _upload_training_outputs(self, root: Path, name: str, job: dict[str, Any], s3: Any = None) -> str:
+        s3 = s3 or self._s3
         output_path = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         bucket, prefix = split_s3(f"{output_path}/{name}/output")
         model_tar = tar_folder(root / "model", root / "model.tar.gz")
-        self._s3.upload_file(str(model_tar), bucket, f"{prefix}/model.tar.gz")
+        s3.upload_file(str(model_tar), bucket, f"{prefix}/model.tar.gz")
         if any((root / "output" / "data").iterdir()):
             data_tar = tar_folder(root / "output" / "data", root / "output.tar.gz")
-            self._s3.upload_file(str(data_tar), bucket, f"{prefix}/output.tar.gz")
+            s3.upload_file(str(data_tar), bucket, f"{prefix}/output.tar.gz")
         return f"s3://{bucket}/{prefix}/model.tar.gz"
 
 

@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from local_aws.sagemaker.authz import authorize
 from local_aws.sagemaker.backend import SageMakerBackend
 from local_aws.sagemaker.exceptions import (
     SageMakerError,
@@ -120,6 +121,7 @@ class SageMakerApp:
                 raise ValidationException(f"The request body is not valid JSON: {exc}") from exc
             if not self.limiter.allow(operation):
                 raise ThrottlingException("Rate exceeded")
+            authorize(operation, body, request.headers)  # LOCAL_AWS_IAM=enforce: IAM, as AWS checks it
             validate(self.model.operation_model(operation), body)
             check(operation, body, self.key_exists)
             result = self.backend.dispatch(operation, body)

@@ -99,24 +99,28 @@ def test_the_model_is_registered_with_metrics_approved_and_served_through_the_ga
     assert isinstance(loop.facts["detect"]["detections"], list)
 
 
-def test_drift_raises_the_alarm_whose_lambda_runs_drift_retrain_which_relabels_the_drifted_videos(loop):
+def test_drift_is_found_by_the_monitor_job_whose_metrics_raise_the_alarm_whose_lambda_runs_drift_retrain(loop):
+    """The default monitor is a Processing job in the hourly drift_retrain: that run judged the drift traffic's window
+    from the job's violations, published the job's metrics (the alarm rose on them, or on the normal-traffic check's:
+    an alarm changes state once) and sent the drifted videos to labeling; the alarm's Lambda started a drift_retrain
+    run of its own, with the alarm's reason."""
     assert loop.ok, loop.log
     drift = loop.facts["drift"]
-    run = drift["run"]
-    assert run["dag_run_id"].startswith("drift_alarm__") and run["state"] == "success", run
-    assert run["conf"]["trigger"] == "cloudwatch-alarm" and run["conf"]["alarm_name"].endswith("-drift-local")
+    hourly, alarm_run = drift["hourly_run"], drift["run"]
+    assert hourly is not None and hourly["tasks"]["monitor.run_monitor"] == "success", hourly
+    assert hourly["tasks"].get("monitor.schedule") in (None, "skipped"), hourly["tasks"]
     assert drift["verdict"]["drift"] and drift["verdict"]["causes"], drift["verdict"]
+    assert set(drift["collected"]["video_ids"]) == set(loop.facts["drift_video_ids"])
+    assert alarm_run["dag_run_id"].startswith("drift_alarm__") and alarm_run["state"] == "success", alarm_run
+    assert alarm_run["conf"]["trigger"] == "cloudwatch-alarm"
+    assert alarm_run["conf"]["alarm_name"].endswith("-drift-local")
+    metrics = loop.aws("cloudwatch").list_metrics(Namespace="aws/sagemaker/Endpoints/data-metrics")["Metrics"]
+    assert {"input_drift_psi", "prediction_drift_psi"} <= {m["MetricName"] for m in metrics}, metrics
     decisions = loop.aws("s3").list_objects_v2(Bucket=loop.config.models_bucket,
                                                Prefix="monitoring/decisions/")["Contents"]
-    recorded = [loop.json_object(loop.config.models_bucket, d["Key"]) for d in decisions]
-    assert any(r["run_id"] == run["dag_run_id"] and r["drift"] for r in recorded), json.dumps(recorded)[:2000]
-    assert set(drift["collected"]["video_ids"]) == set(loop.facts["drift_video_ids"])
-    # The default monitor is a Processing job in the hourly drift_retrain: that run found the drift first (from the
-    # job's violations), published the job's metrics (the alarm above rose on them) and sent the videos to labeling.
-    hourly = drift["hourly_run"]
-    assert hourly is not None and hourly["tasks"]["monitor.run_monitor"] == "success", hourly
-    assert "monitor.schedule" not in hourly["tasks"] or hourly["tasks"]["monitor.schedule"] == "skipped"
-    assert any(r["run_id"] == hourly["dag_run_id"] and r["drift"] for r in recorded)
+    recorded = {r["run_id"]: r for r in (loop.json_object(loop.config.models_bucket, d["Key"]) for d in decisions)}
+    assert recorded[hourly["dag_run_id"]]["drift"], json.dumps(recorded)[:2000]
+    assert alarm_run["dag_run_id"] in recorded
     relabel = loop.facts["relabel_run"]
     assert relabel["dag_run_id"] == f"drift__{hourly['dag_run_id']}"
     assert set(relabel["conf"]["video_ids"]) == set(loop.facts["drift_video_ids"]), relabel
