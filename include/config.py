@@ -34,7 +34,8 @@ class PipelineConfig:
     env: str = "local"
     region: str = "us-east-1"
     account_id: str = "123456789012"  # the local stack's account; set through the Variable on AWS
-    # Buckets (DESIGN.md section 4). On AWS bucket names are global, so dev/prod add a suffix.
+    # Buckets (DESIGN.md section 4). On AWS bucket names are global, and dev and prod may share one account: the
+    # dev/prod presets add "-<stage>" to every resource name (_aws_names), the local preset keeps these.
     raw_bucket: str = "surgical-videos-raw"
     frames_bucket: str = "surgical-frames-processed"
     annotations_bucket: str = "surgical-annotations"
@@ -137,23 +138,41 @@ class PipelineConfig:
         return f"https://sqs.{self.region}.amazonaws.com/{self.account_id}/{name}"
 
 
-def _aws_names(suffix: str, **extra: Any) -> dict[str, Any]:
+def _aws_names(stage: str, **extra: Any) -> dict[str, Any]:
+    """The names of a stage's resources: every one carries the stage, so dev and prod can share one AWS account
+    (infra/foundation.yaml ``StageSuffix``/``BucketSuffix`` = ``-<stage>``; platform, mwaa, monitoring and api
+    name theirs from their ``Stage``). The local preset keeps the unsuffixed names (one stage)."""
+    suffix = f"-{stage}"
     return {
-        "raw_bucket": f"surgical-videos-raw-{suffix}",
-        "frames_bucket": f"surgical-frames-processed-{suffix}",
-        "annotations_bucket": f"surgical-annotations-{suffix}",
-        "models_bucket": f"surgical-models-{suffix}",
+        "env": stage,
+        "raw_bucket": f"surgical-videos-raw{suffix}",
+        "frames_bucket": f"surgical-frames-processed{suffix}",
+        "annotations_bucket": f"surgical-annotations{suffix}",
+        "models_bucket": f"surgical-models{suffix}",
+        "video_queue": f"video-processing-queue{suffix}",
+        "video_dlq": f"video-processing-dlq{suffix}",
+        "sagemaker_role_name": f"surgical-sagemaker-execution{suffix}",
+        "kms_key_alias": f"alias/surgical-mlops{suffix}",
+        "endpoint_name": f"surgical-detector{suffix}",
+        "model_package_group": f"surgical-detector{suffix}",
+        "monitoring_schedule_name": f"surgical-detector-drift{suffix}",
+        "workteam_name": f"surgical-annotators{suffix}",
         **extra,
     }
+
+
+# The fields that name a resource of one stage (tests/unit/test_config.py: dev and prod differ in each).
+STAGE_NAMED_FIELDS = ("raw_bucket", "frames_bucket", "annotations_bucket", "models_bucket", "video_queue",
+                      "video_dlq", "sagemaker_role_name", "kms_key_alias", "endpoint_name", "model_package_group",
+                      "monitoring_schedule_name", "workteam_name")
 
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # Local: CPU-only process runners; instance types are recorded, not provisioned.
     "local": {},
-    "dev": _aws_names("dev", env="dev", collect_untraced_captures=True),
+    "dev": _aws_names("dev", collect_untraced_captures=True),
     "prod": _aws_names(
         "prod",
-        env="prod",
         collect_untraced_captures=True,
         training_instance_type="ml.g5.xlarge",
         inference_instance_type="ml.g4dn.xlarge",

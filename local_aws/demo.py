@@ -48,6 +48,7 @@ from urllib.parse import quote
 
 from include.config import LABELING_BACKENDS, MONITORING_BACKENDS, build_config
 from include.lambdas.s3_to_sqs import video_id_for
+from include.monitoring import capture_prefix
 from include.synthetic import generate_video
 from local_aws import airflow_services, bootstrap, stack
 from local_aws.airflow_services import AirflowApi, AirflowApiError, AirflowSettings
@@ -469,6 +470,7 @@ class Loop:
 
     def drift_traffic(self, video_ids: list[str]) -> int:
         with self.stage("drift traffic -> endpoint (InferenceId = frame key)") as stage:
+            started = time.time()
             s3, runtime = self.aws("s3"), self.aws("sagemaker-runtime")
             frames = []
             for video_id in video_ids:
@@ -483,8 +485,32 @@ class Loop:
                                             Body=body, InferenceId=key)
                     sent += 1
             self.say(f"   {sent} requests ({len(bodies)} frames x {self.data.drift_repeat})")
-            stage.detail = f"{sent} requests"
+            landed = self.wait_for_capture(set(bodies), sent, started)
+            self.say(f"   data capture: {landed} of the {sent} records in S3 "
+                     f"(s3://{self.config.models_bucket}/{capture_prefix(self.config)})")
+            stage.detail = f"{sent} requests, {landed} captured"
             return sent
+
+    def wait_for_capture(self, inference_ids: set[str], count: int, since: float, timeout: float = 60.0) -> int:
+        """The captured records of these requests in S3 (the monitor reads only what has landed there): waits until
+        ``count`` of them are, or ``timeout``; returns how many are."""
+        s3, bucket = self.aws("s3"), self.config.models_bucket
+        hours = {time.strftime("%Y/%m/%d/%H", time.gmtime(t)) for t in (since, time.time())}
+        deadline, found, read = time.time() + timeout, 0, set()
+        while True:
+            for hour in sorted(hours):
+                prefix = f"{capture_prefix(self.config)}AllTraffic/{hour}/"
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                    for item in page.get("Contents", []):
+                        if item["Key"] in read or item["LastModified"].timestamp() < since - 1:
+                            continue
+                        read.add(item["Key"])
+                        for line in s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read().splitlines():
+                            if json.loads(line).get("eventMetadata", {}).get("inferenceId") in inference_ids:
+                                found += 1
+            if found >= count or time.time() > deadline:
+                return found
+            time.sleep(1)
 
     def alarm(self) -> dict:
         """The monitor on the drift traffic -> metrics -> alarm -> EventBridge -> the trigger Lambda -> a drift_retrain

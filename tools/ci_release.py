@@ -2,7 +2,10 @@
 
 ``lambdas``: the Lambda deployment zips (deterministic, content-addressed keys: ``lambda/<name>/<sha256>.zip``, the
 same zips ``local_aws.bootstrap`` deploys locally) to the deployment bucket, and the CloudFormation template
-configuration files (``{"Parameters": ..., "Tags": ...}``) of foundation, platform, monitoring and api.
+configuration files (``{"Parameters": ..., "Tags": ...}``) of foundation, platform, monitoring and api. Every name
+carries the stage (dev and prod may share one account): the foundation's ``StageSuffix``/``BucketSuffix``, and the
+endpoint and schedule names of the stage's include/config.py preset for monitoring and api (platform and mwaa name
+theirs from ``Stage``).
 
 ``bundle``: ``make mwaa-bundle``'s output to the stage's MWAA source bucket (``dags/`` mirrored: files no longer in
 the bundle are deleted, as MWAA syncs that prefix), plus ``plugins.zip``, ``requirements.txt`` and ``startup.sh``,
@@ -38,6 +41,18 @@ def bucket_suffix(stage: str) -> str:
     return f"-{stage}"  # include/config.py's dev/prod presets: surgical-videos-raw-<stage>, ...
 
 
+def stage_suffix(stage: str) -> str:
+    return f"-{stage}"  # infra/foundation.yaml StageSuffix: video-processing-queue-<stage>, ... (one account, 2 stages)
+
+
+def stage_names(stage: str) -> dict[str, str]:
+    """The SageMaker names the stacks must agree on with the DAGs: the stage's include/config.py preset."""
+    from include.config import build_config
+
+    config = build_config(stage)
+    return {"EndpointName": config.endpoint_name, "MonitoringScheduleName": config.monitoring_schedule_name}
+
+
 def mwaa_bucket(stage: str, account_id: str) -> str:
     return f"airflow-surgical-mlops-{stage}-{account_id}"  # infra/platform.yaml MwaaSourceBucket
 
@@ -59,15 +74,19 @@ def release_lambdas(s3: Any, bucket: str, stage: str, out: Path) -> dict[str, di
     # The stage's Label Studio origin (the CodeBuild project's LABEL_STUDIO_ORIGIN, e.g. https://labeling.dev.example.org):
     # the frames bucket's CORS rule; unset: no rule (the Ground Truth backend needs none).
     origin = os.environ.get("LABEL_STUDIO_ORIGIN", "")
+    names = stage_names(stage)
     configs = {
-        "foundation.json": _template_config({"BucketSuffix": suffix, "ArtifactsBucket": bucket,
-                                             "S3ToSqsCodeKey": keys["S3ToSqsCodeKey"],
+        "foundation.json": _template_config({"BucketSuffix": suffix, "StageSuffix": stage_suffix(stage),
+                                             "ArtifactsBucket": bucket, "S3ToSqsCodeKey": keys["S3ToSqsCodeKey"],
                                              **({"LabelStudioOrigin": origin} if origin else {})}, stage),
         "platform.json": _template_config({"Stage": stage, "BucketSuffix": suffix}, stage),
         "monitoring.json": _template_config({"Stage": stage, "ArtifactsBucket": bucket,
-                                             "TriggerCodeKey": keys["TriggerCodeKey"]}, stage),
+                                             "TriggerCodeKey": keys["TriggerCodeKey"],
+                                             "EndpointName": names["EndpointName"],
+                                             "MonitoringScheduleName": names["MonitoringScheduleName"]}, stage),
         "api.json": _template_config({"Stage": stage, "ArtifactsBucket": bucket,
-                                      "ApiDetectCodeKey": keys["ApiDetectCodeKey"]}, stage),
+                                      "ApiDetectCodeKey": keys["ApiDetectCodeKey"],
+                                      "EndpointName": names["EndpointName"]}, stage),
     }
     _write(out, configs)
     return configs

@@ -41,6 +41,7 @@ from local_aws.sagemaker.runners import base_environment, split_s3
 from local_aws.settings import ACCOUNT_ID, REGION, StackSettings, iam_enforced
 
 log = logging.getLogger("local_aws.sagemaker.endpoints")
+CAPTURE_FLUSH_S = 5.0  # buffered capture records reach S3 at most this long after they were recorded (+1 s)
 _http = urllib3.PoolManager(maxsize=16, retries=False)
 
 
@@ -112,6 +113,20 @@ class CaptureWriter:
         self._buffers: dict[str, list[str]] = {}
         self._lock = threading.Lock()
         self._last_flush = time.monotonic()
+        # Records reach S3 within seconds even when traffic stops (AWS: within minutes): a flusher thread, so a
+        # monitor reading the last requests' hour does not miss what is still buffered.
+        threading.Thread(target=self._flush_periodically, name=f"capture-{endpoint}", daemon=True).start()
+
+    def _flush_periodically(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self._lock:
+                due = any(self._buffers.values()) and time.monotonic() - self._last_flush > CAPTURE_FLUSH_S
+            if due:
+                try:
+                    self.flush()
+                except Exception:  # the next record or tick tries again; the records are lost only on exit
+                    log.exception("data capture flush of %s failed", self.endpoint)
 
     def _encode(self, content_type: str, data: bytes) -> dict[str, str]:
         if content_type in self.json_types:
@@ -137,7 +152,8 @@ class CaptureWriter:
         line = json.dumps({"captureData": capture, "eventMetadata": metadata, "eventVersion": "0"})
         with self._lock:
             self._buffers.setdefault(variant, []).append(line)
-            due = time.monotonic() - self._last_flush > 5 or sum(map(len, self._buffers.values())) > 200
+            due = (time.monotonic() - self._last_flush > CAPTURE_FLUSH_S
+                   or sum(map(len, self._buffers.values())) > 200)
         if due:
             self.flush()
 

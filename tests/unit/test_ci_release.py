@@ -76,3 +76,39 @@ def test_pipeline_gates_production_on_a_manual_approval():
                     if r["Type"] == "AWS::ECR::Repository"]
     names = {r["Properties"]["RepositoryName"]["Sub"].split("/", 1)[1] for r in repositories}
     assert names == {"frame-extractor", "trainer", "inference", "drift-monitor"}
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_each_stage_deploy_gets_every_parameter_and_the_names_of_its_stage(s3, tmp_path, stage):
+    """dev and prod share one account: each CloudFormation action of the stage gets a value for every parameter
+    without a default (its parameter file from tools/ci_release.py plus its ParameterOverrides), and the names the
+    stacks share with the DAGs are the stage preset's."""
+    from include.config import build_config
+
+    config = build_config(stage)
+    files = ci_release.release_lambdas(s3, "surgical-mlops-deploy-123456789012-us-east-1", stage, tmp_path)
+    files["mwaa.json"] = ci_release._template_config(
+        {"Stage": stage, "BucketSuffix": ci_release.bucket_suffix(stage),
+         **dict.fromkeys(ci_release.VERSIONED_OBJECTS.values(), "v1")}, stage)  # as release_bundle writes it
+    stages = _load_template(REPO_ROOT / "infra" / "cicd.yaml")["Resources"]["Pipeline"]["Properties"]["Stages"]
+    (pipeline_stage,) = [s for s in stages if s["Name"] == stage.capitalize()]
+    deployed = {}
+    for action in pipeline_stage["Actions"]:
+        if action["ActionTypeId"]["Provider"] != "CloudFormation":
+            continue
+        settings = action["Configuration"]
+        assert settings["StackName"].endswith(f"-{stage}"), settings["StackName"]
+        template = _load_template(REPO_ROOT / settings["TemplatePath"].split("::", 1)[1])
+        parameters = dict(files[settings["TemplateConfiguration"].split("::", 1)[1]]["Parameters"])
+        parameters.update(json.loads(settings.get("ParameterOverrides", "{}")))
+        required = {name for name, spec in template["Parameters"].items() if "Default" not in spec}
+        assert required <= set(parameters) <= set(template["Parameters"]), action["Name"]
+        deployed[action["Name"]] = parameters
+    assert set(deployed) == {"Foundation", "Platform", "Mwaa", "Monitoring", "Api"}
+    assert deployed["Foundation"]["StageSuffix"] == deployed["Foundation"]["BucketSuffix"] == f"-{stage}"
+    assert config.raw_bucket == f"surgical-videos-raw{deployed['Foundation']['BucketSuffix']}"
+    assert config.video_queue == f"video-processing-queue{deployed['Foundation']['StageSuffix']}"
+    for name in ("Platform", "Mwaa", "Monitoring", "Api"):
+        assert deployed[name]["Stage"] == stage, name
+    assert deployed["Monitoring"]["EndpointName"] == deployed["Api"]["EndpointName"] == config.endpoint_name
+    assert deployed["Monitoring"]["MonitoringScheduleName"] == config.monitoring_schedule_name

@@ -83,3 +83,32 @@ def test_a_kms_key_arn_given_in_the_settings_is_used_as_is():
     arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
     assert build_config("prod", {"kms_key_arn": arn}).kms_key_arn == arn
     assert build_config("prod").kms_key_arn is None  # resolved inside a task, by load_config
+
+
+# -- stages in one account: dev and prod name every resource with their stage, local keeps the plain names ----------
+def test_dev_and_prod_name_every_resource_with_their_stage():
+    from include.config import STAGE_NAMED_FIELDS
+
+    local, dev, prod = (build_config(env) for env in ("local", "dev", "prod"))
+    for name in STAGE_NAMED_FIELDS:
+        plain = getattr(local, name)
+        assert getattr(dev, name) == f"{plain}-dev" and getattr(prod, name) == f"{plain}-prod", name
+    assert (dev.video_queue, dev.kms_key_alias, dev.endpoint_name, dev.monitoring_schedule_name) == (
+        "video-processing-queue-dev", "alias/surgical-mlops-dev", "surgical-detector-dev",
+        "surgical-detector-drift-dev")
+    assert prod.sagemaker_role_arn.endswith(":role/surgical-sagemaker-execution-prod")
+    assert prod.workteam_arn.endswith("/private-crowd/surgical-annotators-prod")
+    assert prod.alarm_names == ("surgical-input-drift-prod", "surgical-prediction-drift-prod",
+                                "surgical-fresh-label-map50-prod")
+
+
+def test_the_local_preset_keeps_the_unsuffixed_names():
+    local = build_config("local")
+    assert (local.video_queue, local.video_dlq, local.sagemaker_role_name, local.kms_key_alias) == (
+        "video-processing-queue", "video-processing-dlq", "surgical-sagemaker-execution", "alias/surgical-mlops")
+    assert (local.endpoint_name, local.model_package_group, local.monitoring_schedule_name, local.workteam_name) == (
+        "surgical-detector", "surgical-detector", "surgical-detector-drift", "surgical-annotators")
+
+
+def test_a_stage_name_can_still_be_overridden():
+    assert build_config("dev", {"endpoint_name": "surgical-detector-dev2"}).endpoint_name == "surgical-detector-dev2"

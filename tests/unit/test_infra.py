@@ -37,7 +37,7 @@ def test_buckets_are_versioned_encrypted_and_private(path: Path):
 # IAM's service authorization reference lists no resource type for these: "*" is the only valid Resource.
 UNSCOPED_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "logs:DescribeLogGroups",
                     "s3:GetAccountPublicAccessBlock", "sagemaker:ListProcessingJobs", "sagemaker:ListTrainingJobs",
-                    "sagemaker:ListLabelingJobs", "sagemaker:ListEndpoints"}
+                    "sagemaker:ListLabelingJobs", "sagemaker:ListEndpoints", "sagemaker:ListMonitoringExecutions"}
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
@@ -96,3 +96,98 @@ def test_frames_bucket_allows_only_reads_from_the_label_studio_origin():
     assert rule["AllowedOrigins"] == [{"Ref": "LabelStudioOrigin"}]
     others = [n for n, r in foundation["Resources"].items() if r["Type"] == "AWS::S3::Bucket" and n != "FramesBucket"]
     assert others and not any("CorsConfiguration" in foundation["Resources"][n]["Properties"] for n in others)
+
+
+# -- stages in one account (infra/cicd.yaml deploys dev and prod into one account): every name carries the stage ----
+# Properties that name a resource account- or region-wide (two stages' stacks would clash on a shared one).
+_ACCOUNT_WIDE_NAMES = {"BucketName", "QueueName", "TableName", "FunctionName", "LogGroupName", "AliasName", "RoleName",
+                       "Name", "UserPoolName", "TopicName", "WorkteamName", "ClusterName", "AlarmName", "Domain"}
+_STAGE_PARAMETERS = ("${Stage}", "${StageSuffix}", "${BucketSuffix}", "{'Ref': 'Stage'}")
+# A name given by a parameter whose value the deployer chooses per stage.
+_NAMED_BY_PARAMETER = {("label_studio.yaml", "AirflowConnectionSecret"): "ConnectionSecretName",
+                       ("label_studio.yaml", "DnsRecord"): "DomainName"}
+
+
+@pytest.mark.parametrize("path", [p for p in TEMPLATES if p.name != "cicd.yaml"], ids=lambda p: p.name)
+def test_every_resource_name_carries_the_stage(path: Path):
+    """cicd.yaml is the one stack both stages share (pipeline, ECR repositories, deployment bucket)."""
+    template = _load_template(path)
+    for logical, resource in template["Resources"].items():
+        for prop, value in resource.get("Properties", {}).items():
+            if prop not in _ACCOUNT_WIDE_NAMES or not isinstance(value, dict | str):
+                continue
+            if resource["Type"] == "AWS::EC2::EIP":  # Domain: vpc, not a name
+                continue
+            if isinstance(value, dict) and ("GetAtt" in value or value.get("Ref") in template["Resources"]):
+                continue  # a reference to a resource of the stack
+            if (path.name, logical) in _NAMED_BY_PARAMETER:
+                assert value == {"Ref": _NAMED_BY_PARAMETER[(path.name, logical)]}, (logical, prop)
+                continue
+            assert any(p in str(value) for p in _STAGE_PARAMETERS), f"{path.name} {logical}.{prop} = {value}"
+
+
+def _render(name: str, **parameters: str):
+    from tools import iam_lint
+
+    template = _template(name)
+    render = iam_lint.Renderer(template)
+    render.parameters.update(parameters)
+    return template, render
+
+
+@pytest.mark.parametrize(("stage", "suffix"), [("local", ""), ("dev", "-dev"), ("prod", "-prod")])
+def test_the_foundation_names_are_the_names_of_the_stage_preset(stage, suffix):
+    from include.config import build_config
+
+    config = build_config(stage)
+    template, render = _render("foundation.yaml", StageSuffix=suffix, BucketSuffix=suffix)
+    names = {logical: render(next(v for k, v in r["Properties"].items() if k in _ACCOUNT_WIDE_NAMES))
+             for logical, r in template["Resources"].items()
+             if r["Type"] in ("AWS::SQS::Queue", "AWS::S3::Bucket", "AWS::KMS::Alias")}
+    assert names == {
+        "DataKeyAlias": config.kms_key_alias, "VideoQueue": config.video_queue,
+        "VideoDeadLetterQueue": config.video_dlq, "IngestLambdaFailedEvents": f"video-ingest-lambda-dlq{suffix}",
+        "RawVideosBucket": config.raw_bucket, "FramesBucket": config.frames_bucket,
+        "AnnotationsBucket": config.annotations_bucket, "ModelsBucket": config.models_bucket}
+    function = template["Resources"]["IngestLambda"]["Properties"]
+    assert render(function["FunctionName"]) == f"surgical-s3-to-sqs{suffix}"
+    # The function works on its own stage's queue and table (references, not names).
+    assert function["Environment"]["Variables"]["QUEUE_URL"] == {"Ref": "VideoQueue"}
+    assert function["Environment"]["Variables"]["IDEMPOTENCY_TABLE"] == {"Ref": "IngestIdempotencyTable"}
+    assert template["Parameters"]["StageSuffix"]["Default"] == ""
+    assert re.fullmatch(template["Parameters"]["StageSuffix"]["AllowedPattern"], suffix)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_platform_and_mwaa_agree_with_the_stage_preset_on_role_and_workteam(stage):
+    from include.config import build_config
+
+    config = build_config(stage)
+    platform, render_platform = _render("platform.yaml", Stage=stage)
+    resources = platform["Resources"]
+    assert render_platform(resources["SageMakerExecutionRole"]["Properties"]["RoleName"]) == config.sagemaker_role_name
+    assert render_platform(resources["Workteam"]["Properties"]["WorkteamName"]) == config.workteam_name
+    mwaa, render_mwaa = _render("mwaa.yaml", Stage=stage, BucketSuffix=f"-{stage}")
+    statements = {s["Sid"]: s for p in mwaa["Resources"]["AirflowExecutionRole"]["Properties"]["Policies"]
+                  for s in render_mwaa(p["PolicyDocument"])["Statement"]}
+    assert statements["PassSageMakerRole"]["Resource"] == config.sagemaker_role_arn
+    assert statements["VideoQueue"]["Resource"].endswith(f":{config.video_queue}")
+    assert statements["DeadLetterMalformedMessages"]["Resource"].endswith(f":{config.video_dlq}")
+    assert statements["UseWorkteam"]["Resource"] == config.workteam_arn
+    # Only this stage's endpoint: dev's DAGs cannot change prod's.
+    other = "prod" if stage == "dev" else "dev"
+    endpoints = [r for r in statements["RegisterAndDeployModels"]["Resource"] if ":endpoint/" in r]
+    assert endpoints == [f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{config.endpoint_name}"]
+    assert not any(f"-{other}" in r for r in statements["RegisterAndDeployModels"]["Resource"])
+
+
+def test_the_stage_endpoint_and_schedule_reach_the_alarms_and_the_api():
+    monitoring = _template("monitoring.yaml")
+    for name in ("EndpointName", "MonitoringScheduleName"):  # no shared default: each stage passes its own
+        assert "Default" not in monitoring["Parameters"][name], name
+    for logical in ("InputDriftAlarm", "PredictionDriftAlarm"):
+        dimensions = monitoring["Resources"][logical]["Properties"]["Dimensions"]
+        assert dimensions == [{"Name": "Endpoint", "Value": {"Ref": "EndpointName"}},
+                              {"Name": "MonitoringSchedule", "Value": {"Ref": "MonitoringScheduleName"}}], logical
+    api = _template("api.yaml")["Resources"]["DetectFunction"]["Properties"]
+    assert api["Environment"]["Variables"]["ENDPOINT_NAME"] == {"Ref": "EndpointName"}
