@@ -45,6 +45,12 @@ def stage_suffix(stage: str) -> str:
     return f"-{stage}"  # infra/foundation.yaml StageSuffix: video-processing-queue-<stage>, ... (one account, 2 stages)
 
 
+def connection_secret_name(stage: str) -> str:
+    """The stage's Airflow connection secret for Label Studio (infra/mwaa.yaml and infra/label_studio.yaml
+    ``ConnectionSecretName``): one per stage, so two stages' Label Studio stacks do not clash in one account."""
+    return f"airflow/connections/{stage}/label_studio_default"
+
+
 def stage_names(stage: str) -> dict[str, str]:
     """The SageMaker names the stacks must agree on with the DAGs: the stage's include/config.py preset."""
     from include.config import build_config
@@ -120,7 +126,8 @@ def release_bundle(s3: Any, bucket: str, stage: str, bundle: Bundle, out: Path) 
         if not version:
             raise RuntimeError(f"s3://{bucket}/{name} has no version id: the MWAA source bucket must be versioned")
         versions[parameter] = version
-    config = _template_config({"Stage": stage, "BucketSuffix": bucket_suffix(stage), **versions}, stage)
+    config = _template_config({"Stage": stage, "BucketSuffix": bucket_suffix(stage),
+                               "ConnectionSecretName": connection_secret_name(stage), **versions}, stage)
     _write(out, {"mwaa.json": config})
     return {**config, "dags_uploaded": len(wanted), "dags_deleted": stale}
 

@@ -89,6 +89,7 @@ def test_each_stage_deploy_gets_every_parameter_and_the_names_of_its_stage(s3, t
     files = ci_release.release_lambdas(s3, "surgical-mlops-deploy-123456789012-us-east-1", stage, tmp_path)
     files["mwaa.json"] = ci_release._template_config(
         {"Stage": stage, "BucketSuffix": ci_release.bucket_suffix(stage),
+         "ConnectionSecretName": ci_release.connection_secret_name(stage),
          **dict.fromkeys(ci_release.VERSIONED_OBJECTS.values(), "v1")}, stage)  # as release_bundle writes it
     stages = _load_template(REPO_ROOT / "infra" / "cicd.yaml")["Resources"]["Pipeline"]["Properties"]["Stages"]
     (pipeline_stage,) = [s for s in stages if s["Name"] == stage.capitalize()]
@@ -112,3 +113,4 @@ def test_each_stage_deploy_gets_every_parameter_and_the_names_of_its_stage(s3, t
         assert deployed[name]["Stage"] == stage, name
     assert deployed["Monitoring"]["EndpointName"] == deployed["Api"]["EndpointName"] == config.endpoint_name
     assert deployed["Monitoring"]["MonitoringScheduleName"] == config.monitoring_schedule_name
+    assert deployed["Mwaa"]["ConnectionSecretName"] == f"airflow/connections/{stage}/label_studio_default"
