@@ -365,7 +365,8 @@ def _window_counts(feature: Feature, baseline: dict[str, Any], sample: Sample) -
 
 def compare(baseline_features: dict[str, dict[str, Any]], limits: Thresholds, sample: Sample) -> Comparison:
     """The window's statistics against the baseline's bins: PSI (and KS) per feature, violations for the
-    features with at least ``min_sample_size`` observations whose PSI is over their threshold."""
+    features with at least ``min_sample_size`` observations in the window and in the baseline whose PSI is over
+    their threshold."""
     entries, violations, psis = [], [], {}
     for feature in FEATURES:
         n = sample.size(feature.name)
@@ -398,9 +399,17 @@ def compare(baseline_features: dict[str, dict[str, Any]], limits: Thresholds, sa
                 d, p = ks_p_value(baseline["ks_reference"]["values"], baseline["ks_reference"]["n"],
                                   sample.numeric[feature.name])
                 drift.update(ks_statistic=round(d, 6), ks_p_value=p, ks_p_value_threshold=ks_threshold)
+            summary = baseline.get("numerical_statistics") or baseline.get("string_statistics") or {}
+            reference = int(summary.get("common", {}).get("num_present", sum(baseline["histogram"]["counts"])))
             if n < limits.min_sample_size:
                 drift["status"] = "not_evaluated"
                 drift["reason"] = f"{n} {feature.unit}s < min_sample_size {limits.min_sample_size}"
+            elif reference < limits.min_sample_size:
+                # A baseline of a handful of observations (e.g. the detections of a small test split) has bins that
+                # sampling noise alone puts far from any window: PSI against it says nothing.
+                drift["status"] = "not_evaluated"
+                drift["reason"] = (f"the baseline has {reference} {feature.unit}s < min_sample_size "
+                                   f"{limits.min_sample_size}")
             else:
                 psis[feature.name] = value
                 over_psi = limits.compare and value > threshold

@@ -415,3 +415,22 @@ def test_unknown_command_and_evaluation_baseline(tmp_path: Path) -> None:
     assert by_name["class"]["string_statistics"]["distribution"]["categorical"]["buckets"] == [
         {"value": "scalpel", "count": 1}]
     assert by_name["detections_per_frame"]["numerical_statistics"]["sum"] == 1
+
+
+def test_a_baseline_smaller_than_the_minimum_sample_judges_nothing() -> None:
+    """Ten detections in the baseline (a small test split) against a hundred in the window: the PSI is noise, so the
+    feature is not evaluated; with a large enough baseline the same shift is drift."""
+    rng = np.random.default_rng(3)
+    limits = drift.thresholds(None)
+    window = drift.Sample()
+    for value in rng.normal(0.6, 0.05, 100):
+        window.add({"score": float(value)})
+    for size, status in ((10, "not_evaluated"), (400, "drift")):
+        base = drift.Sample()
+        for value in rng.normal(0.3, 0.05, size):
+            base.add({"score": float(value)})
+        features = {f["name"]: f for f in drift.baseline_statistics(base, bins=5)["features"]}
+        entry = {e["name"]: e for e in drift.compare(features, limits, window).features}["score"]
+        assert entry["drift"]["status"] == status, entry["drift"]
+        if status == "not_evaluated":
+            assert entry["drift"]["reason"].startswith(f"the baseline has {size} ")
