@@ -489,8 +489,7 @@ class JobRunner:
 
         self.resources.update("TrainingJob", name, change)
 
-    def _upload_training_outputs(self, root: Path, name: str, job: dict[str, Any], s3: Any = None) -> str:
-        s3 = s3 or self._s3
+    def _upload_training_outputs(self, root: Path, name: str, job: dict[str, Any], s3: Any) -> str:
         output_path = job["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         bucket, prefix = split_s3(f"{output_path}/{name}/output")
         model_tar = tar_folder(root / "model", root / "model.tar.gz")
