@@ -17,6 +17,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -114,8 +115,16 @@ def test_drift_is_found_by_the_monitor_job_whose_metrics_raise_the_alarm_whose_l
     assert alarm_run["dag_run_id"].startswith("drift_alarm__") and alarm_run["state"] == "success", alarm_run
     assert alarm_run["conf"]["trigger"] == "cloudwatch-alarm"
     assert alarm_run["conf"]["alarm_name"].endswith("-drift-local")
+    # every metric line the hourly monitor job left beside its results is in CloudWatch; the input PSI always (the
+    # frames are many), the prediction PSI only where the baseline held min_sample_size detections (a 30 s training
+    # may detect fewer: then the feature is not evaluated and its metric is absent, not 0)
+    job = loop.aws("sagemaker").describe_processing_job(ProcessingJobName=drift["verdict"]["monitor_job"])
+    bucket, _, prefix = job["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"][5:].partition("/")
+    lines = loop.aws("s3").get_object(Bucket=bucket, Key=f"{prefix.rstrip('/')}/cloudwatch_metrics.jsonl")["Body"]
+    written = {json.loads(line)["MetricName"] for line in lines.read().decode().splitlines() if line.strip()}
     metrics = loop.aws("cloudwatch").list_metrics(Namespace="aws/sagemaker/Endpoints/data-metrics")["Metrics"]
-    assert {"input_drift_psi", "prediction_drift_psi"} <= {m["MetricName"] for m in metrics}, metrics
+    published = {m["MetricName"] for m in metrics}
+    assert "input_drift_psi" in written and written <= published, (written, metrics)
     decisions = loop.aws("s3").list_objects_v2(Bucket=loop.config.models_bucket,
                                                Prefix="monitoring/decisions/")["Contents"]
     recorded = {r["run_id"]: r for r in (loop.json_object(loop.config.models_bucket, d["Key"]) for d in decisions)}
@@ -132,5 +141,15 @@ def test_the_loop_ran_on_the_backends_a_new_account_has(loop):
     sagemaker = loop.aws("sagemaker")
     assert sagemaker.list_labeling_jobs()["LabelingJobSummaryList"] == []
     assert sagemaker.list_monitoring_schedules()["MonitoringScheduleSummaries"] == []
+    # the rounds before drift were annotated; the relabel run's round may be newer than the annotators (the loop stops
+    # once that run exists)
+    relabel = loop.facts["relabel_run"]
+    relabel_at = _utc(relabel.get("queued_at") or relabel["run_after"])
     projects = LabelStudioWorkforce(loop.stack).projects()
-    assert projects and all(p["num_tasks_with_annotations"] for p in projects), projects
+    earlier = [p for p in projects if _utc(p["created_at"]) < relabel_at]
+    assert earlier and all(p["num_tasks_with_annotations"] for p in earlier), projects
+
+
+def _utc(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
