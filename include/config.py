@@ -140,8 +140,9 @@ class PipelineConfig:
 
 def _aws_names(stage: str, **extra: Any) -> dict[str, Any]:
     """The names of a stage's resources: every one carries the stage, so dev and prod can share one AWS account
-    (infra/foundation.yaml ``StageSuffix``/``BucketSuffix`` = ``-<stage>``; platform, mwaa, monitoring and api
-    name theirs from their ``Stage``). The local preset keeps the unsuffixed names (one stage)."""
+    (``StageSuffix``/``BucketSuffix`` = ``-<stage>`` of infra/foundation.yaml, platform.yaml and mwaa.yaml;
+    monitoring and api are given the endpoint and schedule names). The local preset keeps the unsuffixed names (one
+    stage)."""
     suffix = f"-{stage}"
     return {
         "env": stage,

@@ -12,6 +12,11 @@
    The trigger Lambda calls the local Airflow: ``LOCAL_AIRFLOW_API_URL`` (default http://127.0.0.1:<LOCAL_AIRFLOW_PORT
    or 8080>), ``LOCAL_AIRFLOW_API_USERNAME`` (else ``AIRFLOW_API_USERNAME``, else admin) and
    ``LOCAL_AIRFLOW_API_PASSWORD`` (else ``AIRFLOW_API_PASSWORD``, else empty), read at ``make up``.
+5. The roles the pipeline runs as (``LOCAL_AWS_IAM=enforce`` checks requests against them): the ``AWS::IAM::Role``
+   resources of ``infra/platform.yaml`` (the SageMaker execution role) and ``infra/mwaa.yaml`` (the MWAA execution
+   role), with the parameters they use, deployed as the stack ``surgical-mlops-roles`` (stage ``local``, no suffix:
+   the local preset's names; the foundation's data key). Each role is then compared through the IAM API with the
+   template (trust policy, inline and managed policies, description) and what differs is applied.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ LAMBDA_SOURCES = {"S3ToSqsCodeKey": [_LAMBDAS / "s3_to_sqs.py", _LAMBDAS / "quar
 MONITORING_STACK = "surgical-mlops-monitoring"
 MONITORING_TEMPLATE = REPO_ROOT / "infra" / "monitoring.yaml"
 MONITORING_LAMBDA_SOURCES = {"TriggerCodeKey": [_LAMBDAS / "trigger_drift_retrain.py"]}
+ROLES_STACK = "surgical-mlops-roles"
+# The templates whose AWS::IAM::Role resources the roles stack holds (the rest of them needs AWS: MWAA, VPC, Cognito).
+ROLE_TEMPLATES = (REPO_ROOT / "infra" / "platform.yaml", REPO_ROOT / "infra" / "mwaa.yaml")
 # Resource types moto's CloudFormation cannot create: bootstrap creates them through their service API.
 _API_CREATED = {"AWS::CloudWatch::Alarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}"}
 _INTRINSICS = {"If", "Not", "Equals", "And", "Or", "Sub", "Join", "Select", "Split", "FindInMap", "Base64",
@@ -105,8 +113,11 @@ def _load_template(path: Path) -> dict[str, Any]:
 
 
 def deploy_stack(settings: StackSettings, name: str, template: Path, parameters: dict[str, str],
-                 body: str | None = None) -> dict[str, str]:
+                 body: str | None = None, source: str | None = None) -> dict[str, str]:
+    """Create or update the stack ``name`` from ``template`` (or ``body`` built from it; ``source`` says from what,
+    in the printed line)."""
     cfn = client(settings, "cloudformation")
+    source = source or str(template.relative_to(REPO_ROOT))
     params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
     body = body if body is not None else template.read_text()
     try:
@@ -117,14 +128,14 @@ def deploy_stack(settings: StackSettings, name: str, template: Path, parameters:
     if not exists:
         cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=["CAPABILITY_IAM"])
         cfn.get_waiter("stack_create_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-        print(f"  stack    {name} created from {template.relative_to(REPO_ROOT)}")
+        print(f"  stack    {name} created from {source}")
     elif _deployed_as(cfn, name, body, parameters):
         print(f"  stack    {name} up to date")
     else:
         try:
             cfn.update_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=["CAPABILITY_IAM"])
             cfn.get_waiter("stack_update_complete").wait(StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
-            print(f"  stack    {name} updated from {template.relative_to(REPO_ROOT)}")
+            print(f"  stack    {name} updated from {source}")
         except ClientError as exc:
             if "No updates" not in str(exc):
                 raise
@@ -395,12 +406,180 @@ def deploy_monitoring(settings: StackSettings) -> dict[str, str]:
     return outputs
 
 
+# -- infra/platform.yaml + infra/mwaa.yaml: their IAM roles, as a stack of their own --------------------------------
+def _references(value: Any) -> set[str]:
+    """The names a value refers to: ``Ref``, ``GetAtt`` and ``${...}`` of ``Sub`` (parameters, pseudo parameters,
+    resources; not a ``Sub``'s own variables)."""
+    if isinstance(value, dict) and len(value) == 1:
+        (function, argument), = value.items()
+        if function == "Ref" and isinstance(argument, str):
+            return {argument}
+        if function == "GetAtt":
+            return {(argument.split(".", 1) if isinstance(argument, str) else argument)[0]}
+        if function == "Sub":
+            text, variables = (argument, {}) if isinstance(argument, str) else argument
+            names = {m.split(".", 1)[0] for m in re.findall(r"\$\{([^}!]+)\}", text)} - set(variables)
+            return names | _references(variables)
+    if isinstance(value, dict):
+        return set().union(*(_references(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value))
+    return set()
+
+
+def roles_template(paths: tuple[Path, ...] = ROLE_TEMPLATES) -> tuple[dict[str, Any], list[str]]:
+    """A template of the ``AWS::IAM::Role`` resources of ``paths`` and the parameters they use, and a line per
+    policy statement left out because it refers to another resource of its template (no such role in infra/ today;
+    the local stack would have no such resource to name)."""
+    parameters: dict[str, dict[str, Any]] = {}
+    resources: dict[str, dict[str, Any]] = {}
+    dropped = []
+    for path in paths:
+        template = _load_template(path)
+        others = {k for k, r in template["Resources"].items() if r["Type"] != "AWS::IAM::Role"}
+        for logical, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::IAM::Role":
+                continue
+            if logical in resources:
+                raise ValueError(f"{path.name}: role {logical} is also in another template of the roles stack")
+            resource = json.loads(json.dumps(resource))  # a copy: statements may be left out below
+            for policy in resource["Properties"].get("Policies", []):
+                kept = []
+                for statement in policy["PolicyDocument"]["Statement"]:
+                    named = sorted(_references(statement) & others)
+                    if named:
+                        dropped.append(f"{path.name} {logical} {policy['PolicyName']} statement "
+                                       f"{statement.get('Sid', '?')}: names {', '.join(named)}, not deployed locally")
+                    else:
+                        kept.append(statement)
+                policy["PolicyDocument"]["Statement"] = kept
+            named = sorted(_references(resource) & others)
+            if named:
+                raise ValueError(f"{path.name} {logical} refers to {', '.join(named)} outside its policy statements")
+            resources[logical] = resource
+            for name in sorted(_references(resource) & set(template.get("Parameters", {}))):
+                spec = template["Parameters"][name]
+                known = parameters.setdefault(name, spec)
+                if any(known.get(k) != spec.get(k) for k in ("Type", "Default", "AllowedValues", "AllowedPattern")):
+                    raise ValueError(f"parameter {name} differs between the templates of the roles stack")
+    sources = " and ".join(str(p.relative_to(REPO_ROOT)) if p.is_relative_to(REPO_ROOT) else p.name for p in paths)
+    return {"AWSTemplateFormatVersion": "2010-09-09",
+            "Description": f"The IAM roles of {sources}, as local_aws/bootstrap.py deploys them to the local stack.",
+            "Parameters": parameters, "Resources": resources}, dropped
+
+
+def roles_parameters(data_key_arn: str, stage: str = "local") -> dict[str, str]:
+    """The roles' parameters on the local stack: stage local with the local preset's unsuffixed names (another stage:
+    its ``-<stage>`` names, as tools/ci_release.py passes them), the stage's data key (also for MWAA's key: there is
+    no MWAA environment locally), the local repositories."""
+    from tools.ci_release import connection_secret_name
+
+    suffix = "" if stage == "local" else f"-{stage}"
+    return {"Stage": stage, "StageSuffix": suffix, "BucketSuffix": suffix, "DataKeyArn": data_key_arn,
+            "MwaaKeyArn": data_key_arn,
+            "ImageRepositoryPrefix": image_repository(REPO_ROOT / "containers" / "trainer").rsplit("/", 1)[0],
+            "ConnectionSecretName": connection_secret_name(stage)}
+
+
+def _unresolved(value: Any) -> bool:
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in {"Ref", "GetAtt", *_INTRINSICS}:
+        return True
+    if isinstance(value, dict):
+        return any(_unresolved(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_unresolved(v) for v in value)
+    return False
+
+
+def reconcile_roles(settings: StackSettings, template: dict[str, Any], parameters: dict[str, str],
+                    physical: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Each role as the template declares it, through the IAM API: (a line per role, a line per property applied).
+    The trust policy, the inline policies (exactly these), the managed policies and the description."""
+    iam = client(settings, "iam")
+    values = {**{k: str(v["Default"]) for k, v in template["Parameters"].items() if "Default" in v}, **parameters}
+    roles, applied = [], []
+    for logical, resource in template["Resources"].items():
+        props = substitute(resource["Properties"], values)
+        if _unresolved(props):
+            raise ValueError(f"role {logical}: an intrinsic the roles stack does not resolve: {props}")
+        props = json.loads(json.dumps(props))  # JSON values, as IAM returns them
+        name = props.get("RoleName") or physical[logical]
+        trust = props["AssumeRolePolicyDocument"]
+        fixed = []
+        try:
+            role = iam.get_role(RoleName=name)["Role"]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "NoSuchEntity":
+                raise
+            role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust),
+                                   Description=props.get("Description", ""), Path=props.get("Path", "/"))["Role"]
+            fixed.append("role")
+        if role.get("AssumeRolePolicyDocument") != trust:
+            iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+            fixed.append("trust policy")
+        if "Description" in props and role.get("Description", "") != props["Description"]:
+            iam.update_role(RoleName=name, Description=props["Description"])
+            fixed.append("description")
+        wanted = {p["PolicyName"]: p["PolicyDocument"] for p in props.get("Policies", [])}
+        current = set(iam.list_role_policies(RoleName=name)["PolicyNames"])
+        for policy, document in wanted.items():
+            if policy not in current or iam.get_role_policy(RoleName=name, PolicyName=policy)[
+                    "PolicyDocument"] != document:
+                iam.put_role_policy(RoleName=name, PolicyName=policy, PolicyDocument=json.dumps(document))
+                fixed.append(f"inline policy {policy}")
+        for policy in sorted(current - set(wanted)):
+            iam.delete_role_policy(RoleName=name, PolicyName=policy)
+            fixed.append(f"inline policy {policy} removed (not in the template)")
+        managed = set(props.get("ManagedPolicyArns", []))
+        attached = {p["PolicyArn"] for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]}
+        for arn in sorted(managed - attached):
+            iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+            fixed.append(f"managed policy {arn}")
+        for arn in sorted(attached - managed):
+            iam.detach_role_policy(RoleName=name, PolicyArn=arn)
+            fixed.append(f"managed policy {arn} detached (not in the template)")
+        if fixed:
+            applied.append(f"{name}: {', '.join(fixed)}")
+        services = sorted({s for statement in trust["Statement"] for s in
+                           _as_list(statement.get("Principal", {}).get("Service"))})
+        roles.append(f"{name} ({logical}): trusts {', '.join(services) or 'no service'}; "
+                     f"inline {', '.join(wanted) or 'none'}")
+    return roles, applied
+
+
+def _as_list(value: Any) -> list[Any]:
+    return [] if value is None else value if isinstance(value, list) else [value]
+
+
+def deploy_roles(settings: StackSettings, outputs: dict[str, str], stage: str = "local") -> dict[str, str]:
+    """infra/platform.yaml's and infra/mwaa.yaml's roles as the stack ``surgical-mlops-roles`` (``outputs``: the
+    foundation's, for its data key), then each role reconciled through the IAM API. Another ``stage``'s roles (the
+    dev and prod stages side by side in the one account) go to the stack ``surgical-roles-<stage>``."""
+    template, dropped = roles_template()
+    for line in dropped:
+        print(f"  dropped  {line}")
+    parameters = {k: v for k, v in roles_parameters(outputs["DataKeyArn"], stage).items()
+                  if k in template["Parameters"]}
+    sources = ", ".join(str(p.relative_to(REPO_ROOT)) for p in ROLE_TEMPLATES)
+    name = ROLES_STACK if stage == "local" else f"surgical-roles-{stage}"
+    stack_outputs = deploy_stack(settings, name, ROLE_TEMPLATES[0], parameters,
+                                 body=json.dumps(cloudformation_json(template, {}), indent=1, sort_keys=True),
+                                 source=f"the IAM roles of {sources}")
+    roles, applied = reconcile_roles(settings, template, parameters, _physical_ids(settings, name))
+    for line in applied:
+        print(f"  applied  {line}  (not deployed as declared by moto's CloudFormation)")
+    for line in roles:
+        print(f"  role     {line}")
+    return stack_outputs
+
+
 def deploy(settings: StackSettings) -> dict[str, str]:
     parameters = {"ArtifactsBucket": ARTIFACTS_BUCKET, **upload_lambda_code(settings)}
     outputs = deploy_stack(settings, FOUNDATION_STACK, FOUNDATION_TEMPLATE, parameters)
     template = _load_template(FOUNDATION_TEMPLATE)
     for line in reconcile(settings, template, _physical_ids(settings, FOUNDATION_STACK)):
         print(f"  applied  {line}  (dropped by moto's CloudFormation)")
+    outputs.update(deploy_roles(settings, outputs))
     outputs.update(deploy_monitoring(settings))
     repositories = register_containers(settings)
     if repositories:

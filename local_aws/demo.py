@@ -54,7 +54,7 @@ from local_aws import airflow_services, bootstrap, stack
 from local_aws.airflow_services import AirflowApi, AirflowApiError, AirflowSettings
 from local_aws.label_studio import server as label_studio
 from local_aws.sagemaker.backend import CLOSED_SERVICES, OPT_INS_ENV
-from local_aws.settings import StackSettings, load_settings
+from local_aws.settings import StackSettings, iam_enforced, load_settings
 
 DAG_IDS = ["ingest_and_extract", "labeling", "train_and_register", "deploy", "drift_retrain"]
 # The labeling DAG's Label Studio round tasks; each returns its project's link.
@@ -670,6 +670,18 @@ def fresh_start(stack_settings: StackSettings, airflow: AirflowSettings, label_s
               f"(--keep-state keeps it)")
 
 
+def least_privilege(settings: StackSettings) -> bool:
+    """Print the least-privilege report of the run (tools/iam_usage.py): per role, used vs granted; False when a
+    role was refused something it needs."""
+    from tools import iam_usage
+
+    usages = iam_usage.analyse(iam_usage.read_decisions(settings.iam_decisions),
+                               iam_usage.role_policies(bootstrap.client(settings, "iam"), "surgical-"))
+    print(f"\n== least privilege (IAM enforced; every decision in {settings.iam_decisions})\n"
+          + iam_usage.report(usages))
+    return not any(u.missing for u in usages)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local_aws.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--no-retrain", action="store_true", help="stop once drift_retrain sent the videos back")
@@ -707,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     with annotators(stack_settings, args.labeling_backend):
         ok = loop.run()
     print("\n== summary\n" + loop.table())
+    if iam_enforced():
+        ok = least_privilege(stack_settings) and ok
     trainings = loop.facts.get("trainings", [])
     print(f"\nAirflow UI:  {airflow.url}  (user {airflow.username!r}, password {airflow.password()!r}; "
           f"also in {airflow.env_file})")

@@ -37,6 +37,10 @@ Two local-only calls on moto's port let other processes reuse this engine instea
   credentials of the role, as an AWS service gets them (SageMaker for jobs, Lambda for functions): no caller
   permission is needed, only the role's trust policy naming that service principal.
 
+Every decision (moto's own request checks and ``/local/iam/authorize``) is recorded once per principal, action,
+resource and outcome in ``<LOCAL_AWS_HOME>/iam/decisions.jsonl`` (``{"principal", "action", "resource",
+"allowed"}``): ``tools/iam_usage.py`` turns it into the least-privilege report (per role: used vs granted).
+
 Not checked (moto does not model them): resource-based policies (bucket, queue, key policies), permission
 boundaries, SCPs, session policies, conditions.
 """
@@ -49,6 +53,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -58,6 +63,32 @@ log = logging.getLogger("local_aws.iam")
 PARTITION = "aws"
 ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 SESSION_SECONDS = 12 * 3600
+
+# -- the decisions' record ------------------------------------------------------------------------------------------
+_decisions_path: Path | None = None
+_decided: set[tuple[str, str, str, bool]] = set()
+_decisions_lock = threading.Lock()
+
+
+def principal_name(principal_arn: str) -> str:
+    """A role session's role ARN (``assumed-role/<role>/<session>`` -> ``role/<role>``), else the ARN itself."""
+    match = re.match(r"arn:([^:]+):sts::(\d+):assumed-role/([^/]+)/", principal_arn or "")
+    return f"arn:{match[1]}:iam::{match[2]}:role/{match[3]}" if match else principal_arn or "?"
+
+
+def record(principal_arn: str, action: str, resource: str, allowed: bool) -> None:
+    """Append a decision to the record (once per principal, action, resource and outcome)."""
+    if _decisions_path is None:
+        return
+    entry = (principal_name(principal_arn), action, resource or "*", allowed)
+    with _decisions_lock:
+        if entry in _decided:
+            return
+        _decided.add(entry)
+        with _decisions_path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(dict(zip(("principal", "action", "resource", "allowed"), entry, strict=True)))
+                      + "\n")
+
 
 # -- action names ---------------------------------------------------------------------------------------------------
 # SigV4 signing name -> IAM's service prefix, where they differ.
@@ -298,6 +329,7 @@ def _patch_requests() -> None:
         if outcome == "allowed" and self._is_assuming_role_operation(resource) and \
                 not self._check_role_trust_relationship(resource):
             outcome = "trust"
+        record(self._access_key.arn, self._action, resource, outcome == "allowed")
         if outcome != "allowed":
             self._local_reason = outcome
             self._raise_access_denied()
@@ -396,9 +428,10 @@ def ensure_admin() -> None:
         backend.access_keys[ACCESS_KEY_ID] = key
 
 
-def install(enforce: bool) -> None:
-    """Patch moto (once) and create the admin principal; ``enforce`` turns moto's request checks on now."""
-    global _installed
+def install(enforce: bool, decisions: Path | None = None) -> None:
+    """Patch moto (once) and create the admin principal; ``enforce`` turns moto's request checks on now;
+    ``decisions``: the file every decision is appended to."""
+    global _installed, _decisions_path
     from moto import settings as moto_settings
     from moto.core.authorization import ActionAuthenticatorMixin
 
@@ -409,6 +442,9 @@ def install(enforce: bool) -> None:
         _patch_cloudformation_roles()
         _installed = True
     ensure_admin()
+    if decisions is not None:
+        decisions.parent.mkdir(parents=True, exist_ok=True)
+        _decisions_path = decisions
     moto_settings.INITIAL_NO_AUTH_ACTION_COUNT = 0 if enforce else float("inf")
     ActionAuthenticatorMixin.request_count = 0
 
@@ -435,6 +471,7 @@ def authorize(access_key_id: str, session_token: str | None, action: str, resour
                 "message": "The security token included in the request is invalid."}
     outcome = evaluate(principal.collect_policies(), action, resource or "*")
     allowed = outcome == "allowed"
+    record(principal.arn, action, resource or "*", allowed)
     return {"allowed": allowed, "principal": principal.arn,
             "message": "" if allowed else denial_message(principal.arn, action, resource or "*", outcome)}
 
@@ -488,7 +525,7 @@ def handle(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if path == "/local/iam/assume-role-as-service":
             return 200, assume_role_as_service(body["role_arn"], body.get("service") or "sagemaker.amazonaws.com",
                                                body.get("session_name") or "local-service",
-                                               bool(body.get("check_only")))
+                                               bool(body.get("check_only")), bool(body.get("reuse")))
         return 404, {"error": "NotFound", "message": f"no local IAM route {path}"}
     except IamCallError as exc:
         return exc.status, {"error": exc.code, "message": exc.message}

@@ -190,11 +190,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     mode = iam_mode()
-    iam.install(enforce=mode == "enforce")
+    iam.install(enforce=mode == "enforce", decisions=load_settings().iam_decisions)
     if mode == "enforce":
-        log.warning("IAM ENFORCED (LOCAL_AWS_IAM=enforce): every request is checked against its signer's policies")
+        log.info("IAM enforced (LOCAL_AWS_IAM=enforce, the default): every request is checked against its signer's "
+                 "policies; decisions in %s", load_settings().iam_decisions)
     else:
-        log.info("IAM not enforced (LOCAL_AWS_IAM=off): moto accepts any request")
+        log.warning("IAM NOT ENFORCED (LOCAL_AWS_IAM=off): moto accepts any request, also what AWS would refuse")
     install_patches(LambdaRunner(load_settings()))
     evaluator = AlarmEvaluator()
     evaluator.start()

@@ -16,14 +16,19 @@ REGION = "us-east-1"
 ADMIN_USER = "local-admin"
 ACCESS_KEY_ID = "AKIALOCALSTACKADMIN1"  # pragma: allowlist secret - the local stack's own key, not an AWS one
 SECRET_ACCESS_KEY = "local-stack-admin-secret-not-an-aws-key0"  # noqa: S105  # pragma: allowlist secret
-# LOCAL_AWS_IAM: "off" (the default for now: moto accepts any request) or "enforce" (moto and the local SageMaker
-# refuse what the caller's IAM policies do not allow; jobs and Lambdas run with their role's credentials).
+# LOCAL_AWS_IAM: "enforce" (the default: moto and the local SageMaker refuse what the caller's IAM policies do not
+# allow; Airflow, jobs, endpoints and Lambdas run with their role's credentials) or "off" (debugging: moto accepts any
+# request; 'up' says so loudly).
 IAM_MODES = ("off", "enforce")
+# The role Airflow's components and tasks run as: infra/mwaa.yaml's AirflowExecutionRole, deployed locally with Stage
+# "local" (local_aws/bootstrap.py), assumed as MWAA assumes it (service airflow-env.amazonaws.com).
+AIRFLOW_ROLE_NAME = "surgical-mwaa-execution-local"
+AIRFLOW_SERVICE = "airflow-env.amazonaws.com"
 
 
 def iam_mode() -> str:
-    """The stack's IAM mode from ``LOCAL_AWS_IAM`` (``off`` when unset); an unknown value is an error."""
-    value = os.environ.get("LOCAL_AWS_IAM", "").strip().lower() or "off"
+    """The stack's IAM mode from ``LOCAL_AWS_IAM`` (``enforce`` when unset); an unknown value is an error."""
+    value = os.environ.get("LOCAL_AWS_IAM", "").strip().lower() or "enforce"
     if value not in IAM_MODES:
         raise ValueError(f"LOCAL_AWS_IAM={value!r}: expected one of {', '.join(IAM_MODES)}")
     return value
@@ -78,6 +83,15 @@ class StackSettings:
     @property
     def lambda_dir(self) -> Path:
         return self.home / "lambda"
+
+    @property
+    def iam_decisions(self) -> Path:
+        """Every IAM decision of the stack, once per principal/action/resource/outcome (``local_aws.iam``)."""
+        return self.home / "iam" / "decisions.jsonl"
+
+    @property
+    def airflow_role_arn(self) -> str:
+        return f"arn:aws:iam::{ACCOUNT_ID}:role/{AIRFLOW_ROLE_NAME}"
 
     @property
     def truth_dir(self) -> Path:

@@ -105,17 +105,16 @@ def _run_fingerprint() -> str:
 
 
 def iam_banner() -> str:
-    """What 'up' prints about IAM: loud when enforced, one line when not."""
+    """What 'up' prints about IAM: one line when enforced (the default), loud when switched off."""
     if iam_mode() == "enforce":
-        rule = "  " + "!" * 100
-        return "\n".join([
-            rule,
-            "  !! IAM ENFORCED (LOCAL_AWS_IAM=enforce): moto and the local SageMaker refuse what the signer's policies "
-            "do not allow",
-            f"  !! harness clients sign as the IAM user {ADMIN_USER} (allow-all); jobs and Lambdas run with their "
-            "role's credentials",
-            rule])
-    return "  IAM not enforced (LOCAL_AWS_IAM=off): the stack accepts any request"
+        return ("  IAM enforced (LOCAL_AWS_IAM=enforce, the default): Airflow runs as the MWAA execution role, jobs "
+                f"and endpoints as their execution role, Lambdas as theirs; the harness signs as {ADMIN_USER}")
+    rule = "  " + "!" * 100
+    return "\n".join([
+        rule,
+        "  !! IAM NOT ENFORCED (LOCAL_AWS_IAM=off): the stack accepts any request, also what AWS would refuse;",
+        "  !! for debugging only: unset LOCAL_AWS_IAM to check every request against its signer's policies again",
+        rule])
 
 
 def _start(settings: StackSettings, service: Service) -> int:

@@ -3,9 +3,9 @@
 ``lambdas``: the Lambda deployment zips (deterministic, content-addressed keys: ``lambda/<name>/<sha256>.zip``, the
 same zips ``local_aws.bootstrap`` deploys locally) to the deployment bucket, and the CloudFormation template
 configuration files (``{"Parameters": ..., "Tags": ...}``) of foundation, platform, monitoring and api. Every name
-carries the stage (dev and prod may share one account): the foundation's ``StageSuffix``/``BucketSuffix``, and the
-endpoint and schedule names of the stage's include/config.py preset for monitoring and api (platform and mwaa name
-theirs from ``Stage``).
+carries the stage (dev and prod may share one account): ``StageSuffix``/``BucketSuffix`` of foundation, platform
+and mwaa (``StageSuffix`` suffixes the names of the stage's include/config.py preset, ``Stage`` the others), and the
+endpoint and schedule names of that preset for monitoring and api.
 
 ``bundle``: ``make mwaa-bundle``'s output to the stage's MWAA source bucket (``dags/`` mirrored: files no longer in
 the bundle are deleted, as MWAA syncs that prefix), plus ``plugins.zip``, ``requirements.txt`` and ``startup.sh``,
@@ -42,7 +42,9 @@ def bucket_suffix(stage: str) -> str:
 
 
 def stage_suffix(stage: str) -> str:
-    return f"-{stage}"  # infra/foundation.yaml StageSuffix: video-processing-queue-<stage>, ... (one account, 2 stages)
+    # infra/foundation.yaml, platform.yaml and mwaa.yaml StageSuffix: video-processing-queue-<stage>,
+    # surgical-sagemaker-execution-<stage>, ... (one account, 2 stages)
+    return f"-{stage}"
 
 
 def connection_secret_name(stage: str) -> str:
@@ -85,7 +87,8 @@ def release_lambdas(s3: Any, bucket: str, stage: str, out: Path) -> dict[str, di
         "foundation.json": _template_config({"BucketSuffix": suffix, "StageSuffix": stage_suffix(stage),
                                              "ArtifactsBucket": bucket, "S3ToSqsCodeKey": keys["S3ToSqsCodeKey"],
                                              **({"LabelStudioOrigin": origin} if origin else {})}, stage),
-        "platform.json": _template_config({"Stage": stage, "BucketSuffix": suffix}, stage),
+        "platform.json": _template_config({"Stage": stage, "StageSuffix": stage_suffix(stage),
+                                           "BucketSuffix": suffix}, stage),
         "monitoring.json": _template_config({"Stage": stage, "ArtifactsBucket": bucket,
                                              "TriggerCodeKey": keys["TriggerCodeKey"],
                                              "EndpointName": names["EndpointName"],
@@ -126,7 +129,8 @@ def release_bundle(s3: Any, bucket: str, stage: str, bundle: Bundle, out: Path) 
         if not version:
             raise RuntimeError(f"s3://{bucket}/{name} has no version id: the MWAA source bucket must be versioned")
         versions[parameter] = version
-    config = _template_config({"Stage": stage, "BucketSuffix": bucket_suffix(stage),
+    config = _template_config({"Stage": stage, "StageSuffix": stage_suffix(stage),
+                               "BucketSuffix": bucket_suffix(stage),
                                "ConnectionSecretName": connection_secret_name(stage), **versions}, stage)
     _write(out, {"mwaa.json": config})
     return {**config, "dags_uploaded": len(wanted), "dags_deleted": stale}

@@ -13,7 +13,7 @@ SageMaker is not moto, so the checks moto makes for its services are made here, 
   ``sagemaker.amazonaws.com`` (else AWS's ``ValidationException`` "Could not assume role ...").
 
 Jobs and endpoints then run with their role's temporary credentials (``role_credentials``), as SageMaker runs them
-with the execution role. With ``LOCAL_AWS_IAM=off`` (the default) nothing here runs.
+with the execution role. With ``LOCAL_AWS_IAM=off`` (a debugging switch; enforcement is the default) nothing here runs.
 """
 
 from __future__ import annotations
@@ -60,8 +60,10 @@ def resource_arn(operation: str, body: Mapping[str, Any]) -> str:
         if operation.startswith(verb) and operation[len(verb):] in KINDS:
             spec = KINDS[operation[len(verb):]]
             name = body.get(spec.name_member) or body.get(spec.arn_member)
-            if spec.name == "ModelPackage" and not name:
-                name = body.get("ModelPackageGroupName")  # a new version of a group: authorised on the group's name
+            if spec.name == "ModelPackage" and not name and body.get("ModelPackageGroupName"):
+                # a new version of a group: authorised on the group's versions, model-package/<group>/* (the ARNs
+                # versions get, as AWS's model-registry resource policies name them)
+                name = f"{body['ModelPackageGroupName']}/*"
             if isinstance(name, str) and name:
                 return name if name.startswith("arn:") else spec.arn(name)
     return "*"

@@ -89,7 +89,8 @@ class LabelStudioHook(HttpHook):
 
 def _s3_storage(s3: Any, bucket: str, project_id: int) -> dict[str, Any]:
     """The S3 source storage Label Studio presigns the frames through. On AWS Label Studio uses its own IAM role;
-    against another endpoint (the local stack) it gets that endpoint and the client's credentials."""
+    against another endpoint (the local stack) it gets that endpoint and the client's credentials (the worker's
+    role session: key, secret and session token)."""
     storage: dict[str, Any] = {"project": project_id, "title": f"frames ({bucket})", "bucket": bucket,
                                "presign": True, "presign_ttl": 60, "use_blob_urls": True,
                                "regex_filter": r".*\.jpg", "recursive_scan": True}
@@ -98,6 +99,8 @@ def _s3_storage(s3: Any, bucket: str, project_id: int) -> dict[str, Any]:
         credentials = s3._request_signer._credentials.get_frozen_credentials()  # botocore's resolved keys
         storage.update(s3_endpoint=endpoint, region_name=s3.meta.region_name,
                        aws_access_key_id=credentials.access_key, aws_secret_access_key=credentials.secret_key)
+        if credentials.token:
+            storage["aws_session_token"] = credentials.token
     return storage
 
 

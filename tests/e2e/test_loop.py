@@ -22,13 +22,16 @@ from datetime import UTC, datetime
 import pytest
 
 from local_aws import airflow_services, stack
+from local_aws.bootstrap import client
 from local_aws.demo import DemoData, Loop, annotators, bring_up
 from local_aws.label_studio import server as label_studio
 from local_aws.label_studio.workforce import LabelStudioWorkforce
 from local_aws.settings import load_settings
 from tests.conftest import free_port
+from tools import iam_usage
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# the module's fixture runs the whole loop (~8 min on 2 idle cores): more than the suite's 600 s per test
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(1500)]
 
 SMALL = DemoData(
     videos=3, seconds=4, width=320, height=192, drift_scenarios=("smoke", "dark"), drift_seconds=3, drift_repeat=2,
@@ -50,6 +53,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         for name in ("LOCAL_AIRFLOW_API_URL", "LOCAL_AIRFLOW_API_USERNAME", "LOCAL_AIRFLOW_API_PASSWORD"):
             env.setenv(name, os.environ.get(name, ""))
         env.setenv("LOCAL_LAMBDA_RETRY_DELAYS", "0.2,0.2")
+        env.setenv("LOCAL_AWS_IAM", "enforce")  # every component as its role from infra/, as on AWS
         try:
             bring_up(stack_settings, airflow, quiet=True)  # the defaults: Label Studio labels
             started = time.time()
@@ -58,7 +62,11 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             with annotators(stack_settings, the_loop.config.labeling_backend):
                 the_loop.ok = the_loop.run()
             the_loop.log = "\n".join(lines) + "\n" + the_loop.table() + f"\nloop: {time.time() - started:.0f} s"
+            the_loop.iam_usage = iam_usage.analyse(
+                iam_usage.read_decisions(stack_settings.iam_decisions),
+                iam_usage.role_policies(client(stack_settings, "iam"), "surgical-"))
             print(the_loop.log)
+            print(iam_usage.report(the_loop.iam_usage))
             yield the_loop
         finally:
             airflow_services.down(airflow)
@@ -69,6 +77,18 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
 def test_the_loop_finishes_every_stage(loop):
     assert loop.ok, loop.log
     assert [s for s in loop.stages if not s.ok] == [], loop.log
+
+
+def test_every_role_had_what_it_needed_under_enforcement(loop):
+    """LOCAL_AWS_IAM=enforce: Airflow ran as the MWAA execution role, jobs and endpoints as the SageMaker execution
+    role, Lambdas as theirs; none was refused anything (the least-privilege report: 0 missing)."""
+    usage = {u.role.rsplit("/", 1)[-1]: u for u in loop.iam_usage}
+    report = iam_usage.report(loop.iam_usage)
+    assert {"surgical-mwaa-execution-local", "surgical-sagemaker-execution"} <= set(usage), report
+    assert usage["surgical-mwaa-execution-local"].used and usage["surgical-sagemaker-execution"].used, report
+    assert usage["surgical-mwaa-execution-local"].used.keys() >= {"sagemaker:CreateProcessingJob",
+                                                                  "sagemaker:CreateTrainingJob", "iam:PassRole"}
+    assert [u.role for u in loop.iam_usage if u.missing] == [], report
 
 
 def test_uploads_become_frames_and_a_dataset_version(loop):

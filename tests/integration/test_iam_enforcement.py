@@ -21,7 +21,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from local_aws import bootstrap, stack
-from local_aws.settings import ACCOUNT_ID, ADMIN_USER, REGION, StackSettings, iam_mode, load_settings
+from local_aws.settings import ACCOUNT_ID, ADMIN_USER, REGION, StackSettings, load_settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -33,12 +33,11 @@ SAGEMAKER_TRUST = {"Version": "2012-10-17", "Statement": [{
     "Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
 
 
-@pytest.fixture(scope="module")
-def enforced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    """A private stack whose services were started with LOCAL_AWS_IAM=enforce (this process keeps its own mode)."""
-    settings = load_settings(home=tmp_path_factory.mktemp("iam-enforced"), base_port=free_port())
+def _private_stack(tmp_path_factory: pytest.TempPathFactory, mode: str) -> Iterator[StackSettings]:
+    """A private stack whose services were started with LOCAL_AWS_IAM=<mode> (this process keeps its own mode)."""
+    settings = load_settings(home=tmp_path_factory.mktemp(f"iam-{mode}"), base_port=free_port())
     previous = os.environ.get("LOCAL_AWS_IAM")
-    os.environ["LOCAL_AWS_IAM"] = "enforce"
+    os.environ["LOCAL_AWS_IAM"] = mode
     try:
         stack.up(settings, quiet=True)
     finally:
@@ -50,6 +49,16 @@ def enforced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings
         yield settings
     finally:
         stack.down(settings)
+
+
+@pytest.fixture(scope="module")
+def enforced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
+    yield from _private_stack(tmp_path_factory, "enforce")
+
+
+@pytest.fixture(scope="module")
+def not_enforced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
+    yield from _private_stack(tmp_path_factory, "off")
 
 
 def admin(settings: StackSettings, service: str) -> Any:
@@ -268,17 +277,15 @@ def test_the_ingest_lambda_runs_as_its_execution_role(enforced):
 
 
 # -- the switch ---------------------------------------------------------------------------------------------------
-def test_with_enforcement_off_the_same_narrow_principal_is_allowed(local_stack, aws, toy_image):
-    if iam_mode() != "off":
-        pytest.skip("the shared test stack runs with LOCAL_AWS_IAM=enforce")
-    user = narrow_user(local_stack, [])  # no policy at all
+def test_with_enforcement_off_the_same_narrow_principal_is_allowed(not_enforced, toy_image):
+    user = narrow_user(not_enforced, [])  # no policy at all
     key = f"iam-off-test/{uuid.uuid4().hex[:8]}.txt"
-    aws("s3").put_object(Bucket=DENIED_BUCKET, Key=key, Body=b"no")
-    assert as_principal(local_stack, "s3", user).get_object(Bucket=DENIED_BUCKET, Key=key)["Body"].read() == b"no"
-    url = aws("sqs").create_queue(QueueName=f"iam-off-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    as_principal(local_stack, "sqs", user).send_message(QueueUrl=url, MessageBody="{}")
+    admin(not_enforced, "s3").put_object(Bucket=DENIED_BUCKET, Key=key, Body=b"no")
+    assert as_principal(not_enforced, "s3", user).get_object(Bucket=DENIED_BUCKET, Key=key)["Body"].read() == b"no"
+    url = admin(not_enforced, "sqs").create_queue(QueueName=f"iam-off-test-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    as_principal(not_enforced, "sqs", user).send_message(QueueUrl=url, MessageBody="{}")
     name = job_name()
     request = processing_request(name, f"arn:aws:iam::{ACCOUNT_ID}:role/no-such-role", toy_image,
                                  prefix=f"iam-off-test/{name}")
-    arn = as_principal(local_stack, "sagemaker", user).create_processing_job(**request)["ProcessingJobArn"]
+    arn = as_principal(not_enforced, "sagemaker", user).create_processing_job(**request)["ProcessingJobArn"]
     assert arn.endswith(f"processing-job/{name}")

@@ -20,7 +20,7 @@ from local_aws import bootstrap
 from tests.inference_model import jpeg, model_archive, png, shared_model_dir, synthetic_frames
 
 pytestmark = pytest.mark.integration
-ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
+ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
 
 
@@ -87,6 +87,9 @@ def detect_function(aws, endpoint) -> str:
     role = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=name, PolicyName="invoke", PolicyDocument=json.dumps({  # infra/api.yaml's grant
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sagemaker:InvokeEndpoint",
+                                                "Resource": f"arn:aws:sagemaker:*:*:endpoint/{endpoint}"}]}))
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as archive:
         archive.write(bootstrap.REPO_ROOT / "include" / "lambdas" / "api_detect.py", "api_detect.py")

@@ -20,7 +20,7 @@ from local_aws import bootstrap
 from local_aws.settings import ACCOUNT_ID, REGION
 
 pytestmark = pytest.mark.integration
-ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
+ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
 NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
 TERMINAL = ("Completed", "CompletedWithViolations", "Failed", "Stopped")
@@ -196,6 +196,9 @@ def test_drift_alarm_goes_to_alarm_and_eventbridge_delivers_the_event_to_a_lambd
     role = aws("iam").create_role(RoleName=f"recorder-{suffix}", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                 "Principal": {"Service": "lambda.amazonaws.com"}}]}))["Role"]["Arn"]
+    aws("iam").put_role_policy(RoleName=f"recorder-{suffix}", PolicyName="record", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:PutObject",
+                                                "Resource": f"arn:aws:s3:::{BUCKET}/events/*"}]}))
     code = io.BytesIO()
     with zipfile.ZipFile(code, "w") as zf:
         zf.writestr("recorder.py", RECORDER)

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from local_aws import stack
 
 pytestmark = pytest.mark.integration
-ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
+ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
 RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}
 

@@ -15,8 +15,13 @@ DAGS = Path(__file__).parent / "dags"
 
 
 @pytest.fixture(scope="module")
-def airflow_env(airflow_home: dict[str, str], toy_image: str) -> dict[str, str]:
-    return {**airflow_home, "TOY_IMAGE": toy_image}
+def airflow_env(local_stack, tmp_path_factory, toy_image: str) -> dict[str, str]:
+    """These DAGs are the provider's contract, not the pipeline: they sign as the harness's admin (the pipeline's
+    DAGs run as the MWAA execution role, whose grants name the pipeline's jobs only)."""
+    from local_aws.airflow_local import airflow_environment
+
+    return {**airflow_environment(local_stack, tmp_path_factory.mktemp("airflow-admin"), role_arn=None),
+            "TOY_IMAGE": toy_image}
 
 
 def dag_test(env: dict[str, str], dag_id: str, aws) -> tuple[dict[str, str], str]:

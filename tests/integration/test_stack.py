@@ -105,8 +105,8 @@ def _start_an_endpoint(settings) -> None:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     s3.put_object(Bucket="surgical-models", Key="toy/model.tar.gz", Body=buffer.getvalue())
-    sm.create_model(ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/r", PrimaryContainer={
-        "Image": image, "ModelDataUrl": "s3://surgical-models/toy/model.tar.gz"})
+    sm.create_model(ModelName="m", ExecutionRoleArn="arn:aws:iam::123456789012:role/surgical-sagemaker-execution",
+                    PrimaryContainer={"Image": image, "ModelDataUrl": "s3://surgical-models/toy/model.tar.gz"})
     sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
     sm.create_endpoint(EndpointName="e", EndpointConfigName="c")

@@ -19,7 +19,7 @@ from include.config import STAGE_NAMED_FIELDS, build_config
 from include.lambdas.s3_to_sqs import video_id_for
 from include.synthetic import generate_video
 from local_aws import bootstrap
-from local_aws.settings import REPO_ROOT
+from local_aws.settings import ACCOUNT_ID, REPO_ROOT
 from tests.conftest import run_dag_test
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,8 @@ def _resources(aws: Any, stage: str) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def stages(local_stack, aws) -> dict[str, dict[str, str]]:
-    """The foundation stack of dev and of prod, deployed and reconciled as bootstrap.deploy does for local."""
+    """The foundation stack of dev and of prod, deployed and reconciled as bootstrap.deploy does for local, and each
+    stage's roles (infra/platform.yaml, infra/mwaa.yaml: surgical-roles-<stage>)."""
     code_keys = bootstrap.upload_lambda_code(local_stack)
     template = bootstrap._load_template(bootstrap.FOUNDATION_TEMPLATE)
     outputs = {}
@@ -52,6 +53,7 @@ def stages(local_stack, aws) -> dict[str, dict[str, str]]:
                                                 parameters)
         physical = {logical: ids[1] for logical, ids in _resources(aws, stage).items()}
         bootstrap.reconcile(local_stack, template, physical)
+        bootstrap.deploy_roles(local_stack, outputs[stage], stage)
     return outputs
 
 
@@ -135,10 +137,11 @@ def test_an_upload_reaches_its_own_stage_queue_only(aws, uploads):
 
 
 @pytest.fixture(scope="module")
-def stage_airflow(local_stack, tmp_path_factory):
+def stage_airflow(local_stack, tmp_path_factory, stages):
     """``stage_airflow(stage)``: the environment of that stage's Airflow. Each stage has an Airflow of its own, as
     each has its own MWAA environment: one metadata database holds one active asset per name, and the stages' DAGs
-    declare the same assets on their own buckets (``frames`` is s3://surgical-frames-processed-<stage>/frames)."""
+    declare the same assets on their own buckets (``frames`` is s3://surgical-frames-processed-<stage>/frames).
+    Each runs as its stage's MWAA execution role (surgical-mwaa-execution-<stage>)."""
     from local_aws.airflow_local import airflow_environment
 
     homes: dict[str, dict[str, str]] = {}
@@ -146,7 +149,8 @@ def stage_airflow(local_stack, tmp_path_factory):
     def environment(stage: str) -> dict[str, str]:
         if stage not in homes:
             home = tmp_path_factory.mktemp(f"airflow-{stage}")
-            homes[stage] = {**airflow_environment(local_stack, home), "PIPELINE_ENV": stage}
+            role = f"arn:aws:iam::{ACCOUNT_ID}:role/surgical-mwaa-execution-{stage}"
+            homes[stage] = {**airflow_environment(local_stack, home, role), "PIPELINE_ENV": stage}
         return homes[stage]
 
     return environment

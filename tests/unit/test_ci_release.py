@@ -88,7 +88,8 @@ def test_each_stage_deploy_gets_every_parameter_and_the_names_of_its_stage(s3, t
     config = build_config(stage)
     files = ci_release.release_lambdas(s3, "surgical-mlops-deploy-123456789012-us-east-1", stage, tmp_path)
     files["mwaa.json"] = ci_release._template_config(
-        {"Stage": stage, "BucketSuffix": ci_release.bucket_suffix(stage),
+        {"Stage": stage, "StageSuffix": ci_release.stage_suffix(stage),
+         "BucketSuffix": ci_release.bucket_suffix(stage),
          "ConnectionSecretName": ci_release.connection_secret_name(stage),
          **dict.fromkeys(ci_release.VERSIONED_OBJECTS.values(), "v1")}, stage)  # as release_bundle writes it
     stages = _load_template(REPO_ROOT / "infra" / "cicd.yaml")["Resources"]["Pipeline"]["Properties"]["Stages"]
@@ -111,6 +112,8 @@ def test_each_stage_deploy_gets_every_parameter_and_the_names_of_its_stage(s3, t
     assert config.video_queue == f"video-processing-queue{deployed['Foundation']['StageSuffix']}"
     for name in ("Platform", "Mwaa", "Monitoring", "Api"):
         assert deployed[name]["Stage"] == stage, name
+    for name in ("Platform", "Mwaa"):  # the role, queue, endpoint, ... names of the preset: StageSuffix
+        assert deployed[name]["StageSuffix"] == f"-{stage}", name
     assert deployed["Monitoring"]["EndpointName"] == deployed["Api"]["EndpointName"] == config.endpoint_name
     assert deployed["Monitoring"]["MonitoringScheduleName"] == config.monitoring_schedule_name
     assert deployed["Mwaa"]["ConnectionSecretName"] == f"airflow/connections/{stage}/label_studio_default"

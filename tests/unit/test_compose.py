@@ -76,6 +76,11 @@ def test_airflow_3_components_and_database(config):
         assert env["AWS_ENDPOINT_URL"] == "http://local-aws:4566" and env["PIPELINE_ENV"] == "local"
         assert set(service["depends_on"]) == {"airflow-init", "local-aws-bootstrap"}
     assert services["airflow-init"]["command"] == ["airflow", "db", "migrate"]
+    # Airflow signs as the MWAA execution role (credential_process), never with the harness's admin key
+    scheduler = services["airflow-scheduler"]["environment"]
+    assert "AWS_ACCESS_KEY_ID" not in scheduler, scheduler
+    config = (REPO_ROOT / scheduler["AWS_CONFIG_FILE"].removeprefix("/opt/project/")).read_text()
+    assert "role/surgical-mwaa-execution-local --service airflow-env.amazonaws.com" in config
 
 
 def test_ports_are_published_on_loopback_only(config):

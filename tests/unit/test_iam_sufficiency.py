@@ -1,7 +1,8 @@
 """The MWAA execution role grants what the DAGs do: every AWS call of every task, on the resources the pipeline's own
 request builders name (job names, endpoint, alarms, queues, buckets), is evaluated against the role's policies in
-infra/mwaa.yaml with moto's IAM policy engine, for the dev and the prod stage (least privilege must also be enough:
-the IAM lint checks that grants are not too broad, this checks that they suffice).
+infra/mwaa.yaml with moto's IAM policy engine, for the dev and the prod stage and for the local stack (whose
+bootstrap deploys the role with stage local and the unsuffixed names; least privilege must also be enough: the IAM
+lint checks that grants are not too broad, this checks that they suffice).
 
 The calls are listed per task below, with the resource the code builds; a task that starts calling something new
 adds a line here.
@@ -36,10 +37,12 @@ DATASET = "d" * 20  # a dataset version (content hash); low entropy keeps the se
 
 
 def role_policies(stage: str) -> list[dict[str, Any]]:
-    """The role's policy documents, rendered for ``stage`` (the bucket suffix the stage's preset uses)."""
+    """The role's policy documents, rendered for ``stage`` (the suffix the stage's preset uses: tools/ci_release.py
+    for dev/prod, none locally, as local_aws/bootstrap.py deploys it)."""
     template = iam_lint._load(TEMPLATE)
     render = iam_lint.Renderer(template)
-    render.parameters.update({"Stage": stage, "BucketSuffix": f"-{stage}", "DataKeyArn": DATA_KEY})
+    suffix = "" if stage == "local" else f"-{stage}"
+    render.parameters.update({"Stage": stage, "StageSuffix": suffix, "BucketSuffix": suffix, "DataKeyArn": DATA_KEY})
     props = template["Resources"][ROLE]["Properties"]
     return [render(policy["PolicyDocument"]) for policy in props["Policies"]]
 
@@ -135,7 +138,7 @@ def needs(config: PipelineConfig) -> Iterator[tuple[str, str, str, dict[str, str
         "log-group:/aws/sagemaker/ProcessingJobs:log-stream:x", None
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
+@pytest.mark.parametrize("stage", ["dev", "prod", "local"])
 def test_the_execution_role_allows_every_call_the_dags_make(stage):
     config = build_config(stage, {"kms_key_alias": None})
     policies = role_policies(stage)

@@ -158,16 +158,17 @@ def test_the_foundation_names_are_the_names_of_the_stage_preset(stage, suffix):
     assert re.fullmatch(template["Parameters"]["StageSuffix"]["AllowedPattern"], suffix)
 
 
-@pytest.mark.parametrize("stage", ["dev", "prod"])
-def test_platform_and_mwaa_agree_with_the_stage_preset_on_role_and_workteam(stage):
+@pytest.mark.parametrize(("stage", "suffix"), [("local", ""), ("dev", "-dev"), ("prod", "-prod")])
+def test_platform_and_mwaa_agree_with_the_stage_preset_on_role_and_workteam(stage, suffix):
+    """StageSuffix as tools/ci_release.py passes it (dev, prod) and local_aws/bootstrap.py (local: none)."""
     from include.config import build_config
 
     config = build_config(stage)
-    platform, render_platform = _render("platform.yaml", Stage=stage)
+    platform, render_platform = _render("platform.yaml", Stage=stage, StageSuffix=suffix)
     resources = platform["Resources"]
     assert render_platform(resources["SageMakerExecutionRole"]["Properties"]["RoleName"]) == config.sagemaker_role_name
     assert render_platform(resources["Workteam"]["Properties"]["WorkteamName"]) == config.workteam_name
-    mwaa, render_mwaa = _render("mwaa.yaml", Stage=stage, BucketSuffix=f"-{stage}")
+    mwaa, render_mwaa = _render("mwaa.yaml", Stage=stage, StageSuffix=suffix, BucketSuffix=suffix)
     statements = {s["Sid"]: s for p in mwaa["Resources"]["AirflowExecutionRole"]["Properties"]["Policies"]
                   for s in render_mwaa(p["PolicyDocument"])["Statement"]}
     assert statements["PassSageMakerRole"]["Resource"] == config.sagemaker_role_arn
@@ -175,10 +176,14 @@ def test_platform_and_mwaa_agree_with_the_stage_preset_on_role_and_workteam(stag
     assert statements["DeadLetterMalformedMessages"]["Resource"].endswith(f":{config.video_dlq}")
     assert statements["UseWorkteam"]["Resource"] == config.workteam_arn
     # Only this stage's endpoint: dev's DAGs cannot change prod's.
-    other = "prod" if stage == "dev" else "dev"
+    others = {"dev", "prod"} - {stage}
     endpoints = [r for r in statements["RegisterAndDeployModels"]["Resource"] if ":endpoint/" in r]
     assert endpoints == [f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{config.endpoint_name}"]
-    assert not any(f"-{other}" in r for r in statements["RegisterAndDeployModels"]["Resource"])
+    assert not any(f"-{other}" in r for r in statements["RegisterAndDeployModels"]["Resource"] for other in others)
+    # The names that are not preset names keep the stage itself (the local alarms are surgical-*-local).
+    assert render_mwaa(mwaa["Resources"]["AirflowExecutionRole"]["Properties"]["RoleName"]) == \
+        f"surgical-mwaa-execution-{stage}"
+    assert statements["ReadDriftAlarms"]["Resource"].endswith(f":alarm:surgical-*-{stage}")
 
 
 def test_the_stage_endpoint_and_schedule_reach_the_alarms_and_the_api():
@@ -191,3 +196,41 @@ def test_the_stage_endpoint_and_schedule_reach_the_alarms_and_the_api():
                               {"Name": "MonitoringSchedule", "Value": {"Ref": "MonitoringScheduleName"}}], logical
     api = _template("api.yaml")["Resources"]["DetectFunction"]["Properties"]
     assert api["Environment"]["Variables"]["ENDPOINT_NAME"] == {"Ref": "EndpointName"}
+
+
+def test_the_local_roles_stack_holds_the_roles_of_platform_and_mwaa_and_the_parameters_they_use(tmp_path):
+    """local_aws/bootstrap.py deploys these roles to the local stack; a statement naming another resource of its
+    template (which the roles stack does not hold) is left out, and said so."""
+    from local_aws import bootstrap
+
+    template, dropped = bootstrap.roles_template()
+    assert dropped == []
+    assert {k: r["Type"] for k, r in template["Resources"].items()} == {
+        "SageMakerExecutionRole": "AWS::IAM::Role", "AirflowExecutionRole": "AWS::IAM::Role"}
+    assert template["Resources"]["AirflowExecutionRole"] == _template("mwaa.yaml")["Resources"]["AirflowExecutionRole"]
+    local = bootstrap.roles_parameters("arn:aws:kms:us-east-1:123456789012:key/1111aaaa-0000-0000-0000-000000000000")
+    assert set(template["Parameters"]) == set(local)
+    for name, spec in template["Parameters"].items():
+        assert local[name] in spec.get("AllowedValues", [local[name]]), name
+        assert re.fullmatch(spec.get("AllowedPattern", ".*"), local[name]), name
+    assert local["ImageRepositoryPrefix"] == _template("platform.yaml")["Parameters"]["ImageRepositoryPrefix"][
+        "Default"]
+    (tmp_path / "t.yaml").write_text("""
+Resources:
+  Bucket:
+    Type: AWS::S3::Bucket
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument: {}
+      Policies:
+        - PolicyName: p
+          PolicyDocument:
+            Statement:
+              - {Sid: Kept, Effect: Allow, Action: s3:ListAllMyBuckets, Resource: "*"}
+              - {Sid: Named, Effect: Allow, Action: s3:GetObject, Resource: !Sub "${Bucket.Arn}/*"}
+""")
+    template, dropped = bootstrap.roles_template((tmp_path / "t.yaml",))
+    statements = template["Resources"]["Role"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert [s["Sid"] for s in statements] == ["Kept"]
+    assert dropped == ["t.yaml Role p statement Named: names Bucket, not deployed locally"]

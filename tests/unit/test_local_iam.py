@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from local_aws import iam
+from local_aws import credentials, iam
 from local_aws.sagemaker import authz
 from local_aws.settings import iam_mode
 
@@ -107,7 +109,7 @@ def test_a_principal_is_named_by_itself_its_role_and_its_account():
     ("UpdateEndpoint", {"EndpointName": "surgical-detector", "EndpointConfigName": "c"},
      "arn:aws:sagemaker:us-east-1:123456789012:endpoint/surgical-detector"),
     ("CreateModelPackage", {"ModelPackageGroupName": "surgical-detector"},
-     "arn:aws:sagemaker:us-east-1:123456789012:model-package/surgical-detector"),
+     "arn:aws:sagemaker:us-east-1:123456789012:model-package/surgical-detector/*"),
     ("UpdateModelPackage", {"ModelPackageArn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/g/3"},
      "arn:aws:sagemaker:us-east-1:123456789012:model-package/g/3"),
     ("AddTags", {"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:model/m", "Tags": []},
@@ -127,17 +129,57 @@ def test_every_role_a_request_hands_to_sagemaker_is_found():
     assert authz.role_arns({"ProcessingJobName": "x"}) == []
 
 
-def test_the_mode_defaults_to_off_and_refuses_unknown_values(monkeypatch):
+def test_the_mode_defaults_to_enforce_and_refuses_unknown_values(monkeypatch):
     monkeypatch.delenv("LOCAL_AWS_IAM", raising=False)
-    assert iam_mode() == "off"
-    monkeypatch.setenv("LOCAL_AWS_IAM", " Enforce ")
     assert iam_mode() == "enforce"
+    monkeypatch.setenv("LOCAL_AWS_IAM", " Off ")
+    assert iam_mode() == "off"
     monkeypatch.setenv("LOCAL_AWS_IAM", "strict")
     with pytest.raises(ValueError, match="LOCAL_AWS_IAM='strict'"):
         iam_mode()
+
+
+def test_the_banner_is_loud_when_enforcement_is_switched_off(monkeypatch):
+    from local_aws.stack import iam_banner
+
+    monkeypatch.delenv("LOCAL_AWS_IAM", raising=False)
+    assert iam_banner().count("\n") == 0 and "IAM enforced" in iam_banner()
+    monkeypatch.setenv("LOCAL_AWS_IAM", "off")
+    assert "!! IAM NOT ENFORCED (LOCAL_AWS_IAM=off)" in iam_banner()
 
 
 def test_off_mode_skips_the_sagemaker_checks(monkeypatch):
     monkeypatch.setenv("LOCAL_AWS_IAM", "off")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     authz.authorize("CreateProcessingJob", {"RoleArn": "arn:aws:iam::1:role/r"}, {})  # no IAM call, no error
+
+
+def test_decisions_are_recorded_once_per_role_action_resource_and_outcome(tmp_path, monkeypatch):
+    path = tmp_path / "iam" / "decisions.jsonl"
+    monkeypatch.setattr(iam, "_decisions_path", path)
+    monkeypatch.setattr(iam, "_decided", set())
+    path.parent.mkdir()
+    session = "arn:aws:sts::123456789012:assumed-role/surgical-sagemaker-execution/SageMaker"
+    for _ in range(3):
+        iam.record(session, "s3:GetObject", "arn:aws:s3:::b/k", True)
+    iam.record(session, "s3:GetObject", "arn:aws:s3:::b/k", False)
+    iam.record("arn:aws:iam::123456789012:user/local-admin", "s3:ListBucket", "", True)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines == [
+        {"principal": "arn:aws:iam::123456789012:role/surgical-sagemaker-execution", "action": "s3:GetObject",
+         "resource": "arn:aws:s3:::b/k", "allowed": True},
+        {"principal": "arn:aws:iam::123456789012:role/surgical-sagemaker-execution", "action": "s3:GetObject",
+         "resource": "arn:aws:s3:::b/k", "allowed": False},
+        {"principal": "arn:aws:iam::123456789012:user/local-admin", "action": "s3:ListBucket", "resource": "*",
+         "allowed": True}]
+
+
+def test_the_credential_process_config_and_its_clear_error_when_the_stack_is_down(tmp_path):
+    config = credentials.config_file(tmp_path / "aws-config", "http://127.0.0.1:9", "arn:aws:iam::1:role/r",
+                                     "airflow-env.amazonaws.com", "airflow-worker")
+    text = config.read_text()
+    assert text.startswith("[default]\ncredential_process = ")
+    assert "-m local_aws.credentials --endpoint http://127.0.0.1:9 --role-arn arn:aws:iam::1:role/r " \
+           "--service airflow-env.amazonaws.com --session-name airflow-worker" in text
+    with pytest.raises(RuntimeError, match=r"cannot reach the local stack's IAM at http://127\.0\.0\.1:9"):
+        credentials.credentials("http://127.0.0.1:9", "arn:aws:iam::1:role/r", "airflow-env.amazonaws.com", "w")

@@ -22,7 +22,7 @@ from airflow.sdk import DAG
 
 IMAGE = os.environ.get("TOY_IMAGE", "123456789012.dkr.ecr.us-east-1.amazonaws.com/test/toy:latest")
 RUN = os.environ.get("TOY_RUN", "local")
-ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
+ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = os.environ.get("TOY_BUCKET", "surgical-models")
 CLUSTER = {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 5}}
 RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}
