@@ -33,6 +33,7 @@ def in_process_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("LOCAL_AWS_IAM", "off")  # moto in-process has no IAM to assume roles from
     for name in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL")]:
         monkeypatch.delenv(name)
     with mock_aws():
@@ -87,10 +88,22 @@ def toy_image(local_stack: StackSettings) -> str:
 
 @pytest.fixture(scope="session")
 def airflow_home(local_stack: StackSettings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment of an Airflow process using the test stack (a migrated SQLite metadata DB of its own)."""
+    """Environment of an Airflow process using the test stack (a migrated SQLite metadata DB of its own), running as
+    the MWAA execution role as on MWAA (IAM is enforced)."""
     from local_aws.airflow_local import airflow_environment
 
     return airflow_environment(local_stack, tmp_path_factory.mktemp("airflow-home"))
+
+
+@pytest.fixture(scope="session")
+def harness_airflow_home(local_stack: StackSettings, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Like ``airflow_home`` but signing as the harness's admin: for DAG runs on resources of a test's own (a model
+    group or endpoint named for the test, so the e2e tests can share one stack), which the MWAA execution role does
+    not grant (its grants name the pipeline's resources only). The loop (tests/e2e/test_loop.py) runs every DAG as
+    the role."""
+    from local_aws.airflow_local import airflow_environment
+
+    return airflow_environment(local_stack, tmp_path_factory.mktemp("airflow-harness"), role_arn=None)
 
 
 def run_dag_test(env: dict[str, str], dags_folder: Path, module: str, conf: dict | None = None,

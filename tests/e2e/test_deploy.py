@@ -38,6 +38,13 @@ def _tar(folder) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def airflow_home(harness_airflow_home):
+    """This module's DAG runs use a model group of their own, which the MWAA execution role does not grant: they sign
+    as the harness (tests/conftest.py harness_airflow_home)."""
+    return harness_airflow_home
+
+
+@pytest.fixture(scope="module")
 def packages(aws, tmp_path_factory) -> dict[str, str]:
     """Three Approved versions: v1 and v2 of a trained model, v3 with a corrupt artifact."""
     from tests.unit.test_trainer import run_job

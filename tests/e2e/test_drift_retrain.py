@@ -47,6 +47,13 @@ def _frames(folder: Path) -> list[tuple[str, bytes]]:
 
 
 @pytest.fixture(scope="module")
+def airflow_home(harness_airflow_home):
+    """This module's DAG runs use a model group of their own, which the MWAA execution role does not grant: they sign
+    as the harness (tests/conftest.py harness_airflow_home)."""
+    return harness_airflow_home
+
+
+@pytest.fixture(scope="module")
 def deployed(aws, airflow_home, tmp_path_factory) -> dict:
     """A model trained on normal videos, registered with its lineage and deployed by the deploy DAG."""
     from tests.unit.test_trainer import run_job

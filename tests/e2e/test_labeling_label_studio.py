@@ -28,6 +28,13 @@ SETTINGS = {"labeling_backend": "label_studio", "model_package_group": GROUP, "p
 
 
 @pytest.fixture(scope="module")
+def airflow_home(harness_airflow_home):
+    """This module's DAG runs use a model group of their own, which the MWAA execution role does not grant: they sign
+    as the harness (tests/conftest.py harness_airflow_home)."""
+    return harness_airflow_home
+
+
+@pytest.fixture(scope="module")
 def label_studio(local_stack):
     server.up(local_stack)
     yield local_stack

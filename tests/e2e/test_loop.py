@@ -66,7 +66,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
                 iam_usage.read_decisions(stack_settings.iam_decisions),
                 iam_usage.role_policies(client(stack_settings, "iam"), "surgical-"))
             print(the_loop.log)
-            print(iam_usage.report(the_loop.iam_usage))
+            report = iam_usage.report(the_loop.iam_usage)
+            print(report)
+            (home / "iam_usage.txt").write_text(report + "\n", encoding="utf-8")  # the README's figures
             yield the_loop
         finally:
             airflow_services.down(airflow)

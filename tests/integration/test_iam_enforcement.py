@@ -277,7 +277,8 @@ def test_the_ingest_lambda_runs_as_its_execution_role(enforced):
 
 
 # -- the switch ---------------------------------------------------------------------------------------------------
-def test_with_enforcement_off_the_same_narrow_principal_is_allowed(not_enforced, toy_image):
+def test_with_enforcement_off_the_same_narrow_principal_is_allowed(not_enforced):
+    toy_image = bootstrap.image_uri(bootstrap.register_containers(not_enforced, [TOY])[0])
     user = narrow_user(not_enforced, [])  # no policy at all
     key = f"iam-off-test/{uuid.uuid4().hex[:8]}.txt"
     admin(not_enforced, "s3").put_object(Bucket=DENIED_BUCKET, Key=key, Body=b"no")
