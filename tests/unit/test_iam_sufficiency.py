@@ -98,7 +98,7 @@ def needs(config: PipelineConfig) -> Iterator[tuple[str, str, str, dict[str, str
         yield "tune", f"{sm}:{action}", _arn(config, "hyper-parameter-tuning-job", tune), None
     yield ("train", *pass_role)
     group = config.model_package_group
-    for action in ("CreateModelPackageGroup", "DescribeModelPackageGroup", "ListModelPackages"):
+    for action in ("CreateModelPackageGroup", "ListModelPackages"):
         yield "register", f"{sm}:{action}", _arn(config, "model-package-group", group), None
     for action in ("CreateModelPackage", "DescribeModelPackage", "UpdateModelPackage"):
         yield "register", f"{sm}:{action}", _arn(config, "model-package", f"{group}/3"), None

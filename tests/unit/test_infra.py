@@ -37,7 +37,7 @@ def test_buckets_are_versioned_encrypted_and_private(path: Path):
 # IAM's service authorization reference lists no resource type for these: "*" is the only valid Resource.
 UNSCOPED_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "logs:DescribeLogGroups",
                     "s3:GetAccountPublicAccessBlock", "sagemaker:ListProcessingJobs", "sagemaker:ListTrainingJobs",
-                    "sagemaker:ListLabelingJobs", "sagemaker:ListEndpoints", "sagemaker:ListMonitoringExecutions"}
+                    "sagemaker:ListMonitoringExecutions"}
 
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
@@ -174,7 +174,6 @@ def test_platform_and_mwaa_agree_with_the_stage_preset_on_role_and_workteam(stag
     assert statements["PassSageMakerRole"]["Resource"] == config.sagemaker_role_arn
     assert statements["VideoQueue"]["Resource"].endswith(f":{config.video_queue}")
     assert statements["DeadLetterMalformedMessages"]["Resource"].endswith(f":{config.video_dlq}")
-    assert statements["UseWorkteam"]["Resource"] == config.workteam_arn
     # Only this stage's endpoint: dev's DAGs cannot change prod's.
     others = {"dev", "prod"} - {stage}
     endpoints = [r for r in statements["RegisterAndDeployModels"]["Resource"] if ":endpoint/" in r]
