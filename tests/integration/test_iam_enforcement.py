@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,6 +175,23 @@ def test_s3_get_outside_the_granted_bucket_is_denied_naming_the_action(enforced)
                        "s3:GetObject action")
     code, message, _ = error_of(s3.put_object, Bucket=ALLOWED_BUCKET, Key="iam/new.txt", Body=b"x")
     assert code == "AccessDenied" and "s3:PutObject" in message
+
+
+def test_presigned_urls_are_authorised_as_their_signer(enforced):
+    """A presigned GET (Label Studio hands the browser these) is the signer's request: allowed where the signer may
+    s3:GetObject, refused where not; an unsigned GET is refused."""
+    admin(enforced, "s3").put_object(Bucket=DENIED_BUCKET, Key="iam/presigned.txt", Body=b"frame")
+    url = admin(enforced, "s3").generate_presigned_url(
+        "get_object", Params={"Bucket": DENIED_BUCKET, "Key": "iam/presigned.txt"}, ExpiresIn=60)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"frame"
+    user = narrow_user(enforced, [])
+    denied = as_principal(enforced, "s3", user).generate_presigned_url(
+        "get_object", Params={"Bucket": DENIED_BUCKET, "Key": "iam/presigned.txt"}, ExpiresIn=60)
+    for unwanted in (denied, url.partition("?")[0]):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(unwanted, timeout=10)
+        assert refused.value.code == 403
 
 
 def test_sqs_send_not_granted_is_denied_and_json_services_answer_in_json(enforced):
