@@ -419,13 +419,17 @@ class Loop:
         return self.config.monitoring_backend == "model_monitor"
 
     def hourly_check(self, stage: Stage) -> dict:
-        """drift_retrain's hourly run, triggered now (or a scheduled one already queued or running; never a run the
-        alarm Lambda triggered, nor one followed before); with the Model Monitor backend, its schedule is run now once
-        the run created it. Returns the finished run."""
+        """drift_retrain's hourly run, triggered now (never a run the alarm Lambda triggered, nor one followed
+        before); with the Model Monitor backend, its schedule is run now once the run created it. A scheduled run
+        already queued or running (the hour ticked during the loop) is waited for first, not adopted: its window is
+        the hour before, which may end before the traffic just sent. Returns the finished run."""
         seen = self._seen.get("drift_retrain", set())
-        active = [r for r in self.api.runs("drift_retrain") if r["state"] in ("queued", "running")
-                  and not r["dag_run_id"].startswith("drift_alarm__") and r["dag_run_id"] not in seen]
-        run = active[0] if active else self.api.trigger("drift_retrain")
+        for active in [r for r in self.api.runs("drift_retrain") if r["state"] in ("queued", "running")
+                       and not r["dag_run_id"].startswith("drift_alarm__") and r["dag_run_id"] not in seen]:
+            self.say(f"   waiting for drift_retrain run {active['dag_run_id']} ({active['run_type']}) first")
+            self._seen.setdefault("drift_retrain", set()).add(active["dag_run_id"])
+            self.api.wait_for_run("drift_retrain", active["dag_run_id"], timeout=self.stage_timeout)
+        run = self.api.trigger("drift_retrain")
         self._seen.setdefault("drift_retrain", set()).add(run["dag_run_id"])
         self.say(f"   drift_retrain run {run['dag_run_id']} ({run['run_type']}), monitor backend "
                  f"{self.config.monitoring_backend}")
