@@ -35,6 +35,7 @@ import yaml
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from local_aws.iam import as_list
 from local_aws.settings import ACCOUNT_ID, REGION, REPO_ROOT, StackSettings
 
 FOUNDATION_STACK = "surgical-mlops-foundation"
@@ -541,14 +542,10 @@ def reconcile_roles(settings: StackSettings, template: dict[str, Any], parameter
         if fixed:
             applied.append(f"{name}: {', '.join(fixed)}")
         services = sorted({s for statement in trust["Statement"] for s in
-                           _as_list(statement.get("Principal", {}).get("Service"))})
+                           as_list(statement.get("Principal", {}).get("Service"))})
         roles.append(f"{name} ({logical}): trusts {', '.join(services) or 'no service'}; "
                      f"inline {', '.join(wanted) or 'none'}")
     return roles, applied
-
-
-def _as_list(value: Any) -> list[Any]:
-    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def deploy_roles(settings: StackSettings, outputs: dict[str, str], stage: str = "local") -> dict[str, str]:

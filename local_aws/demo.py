@@ -679,8 +679,7 @@ def least_privilege(settings: StackSettings) -> bool:
     role was refused something it needs."""
     from tools import iam_usage
 
-    usages = iam_usage.analyse(iam_usage.read_decisions(settings.iam_decisions),
-                               iam_usage.role_policies(bootstrap.client(settings, "iam"), "surgical-"))
+    usages = iam_usage.stack_usage(settings)
     print(f"\n== least privilege (IAM enforced; every decision in {settings.iam_decisions})\n"
           + iam_usage.report(usages))
     return not any(u.missing for u in usages)

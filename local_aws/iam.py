@@ -158,7 +158,8 @@ def could_not_assume(role_arn: str, service: str) -> str:
 
 
 # -- policy evaluation ----------------------------------------------------------------------------------------------
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
+    """A policy element as a list (IAM allows one value or a list: Action, Resource, Principal.Service, ...)."""
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
@@ -196,14 +197,14 @@ def trusts(trust_policy: Any, service: str, action: str = "sts:AssumeRole") -> b
     """Whether a role's trust policy lets the AWS service principal ``service`` assume it (conditions not checked)."""
     document = json.loads(trust_policy) if isinstance(trust_policy, str) else (trust_policy or {})
     allowed = False
-    for statement in _as_list(document.get("Statement")):
+    for statement in as_list(document.get("Statement")):
         if "NotAction" in statement:
-            concerned = not any(glob_match(p, action, True) for p in _as_list(statement["NotAction"]))
+            concerned = not any(glob_match(p, action, True) for p in as_list(statement["NotAction"]))
         else:
-            concerned = any(glob_match(p, action, True) for p in _as_list(statement.get("Action")))
+            concerned = any(glob_match(p, action, True) for p in as_list(statement.get("Action")))
         principal = statement.get("Principal")
         named = principal == "*" or (isinstance(principal, dict) and (
-            service in _as_list(principal.get("Service")) or "*" in _as_list(principal.get("AWS"))))
+            service in as_list(principal.get("Service")) or "*" in as_list(principal.get("AWS"))))
         if not (concerned and named):
             continue
         if statement.get("Effect") == "Deny":
@@ -260,7 +261,7 @@ def _patch_evaluation() -> None:
                 statement = {k: v for k, v in statement.items() if k != "Condition"}
             if "NotResource" in statement:
                 excluded = resource != "*" and any(glob_match(p, resource) for p in
-                                                   _as_list(statement["NotResource"]))
+                                                   as_list(statement["NotResource"]))
                 if excluded:
                     return PermissionResult.NEUTRAL
                 statement = {**{k: v for k, v in statement.items() if k != "NotResource"}, "Resource": "*"}
@@ -270,7 +271,7 @@ def _patch_evaluation() -> None:
 
     def check_element_matches(self: Any, element: str, value: str) -> bool:
         ignore_case = element in ("Action", "NotAction")
-        return any(glob_match(p, value, ignore_case) for p in _as_list(self._statement[element]))
+        return any(glob_match(p, value, ignore_case) for p in as_list(self._statement[element]))
 
     def check_principal(self: Any, principal: str) -> bool:
         expected = self._statement.get("Principal")
@@ -278,7 +279,7 @@ def _patch_evaluation() -> None:
             return True
         aws = expected.get("AWS") if isinstance(expected, dict) else None
         names = principal_names(principal)
-        return any(p == "*" or p in names for p in _as_list(aws))
+        return any(p == "*" or p in names for p in as_list(aws))
 
     IAMPolicyStatement.is_action_permitted = is_action_permitted
     IAMPolicyStatement._check_element_matches = check_element_matches

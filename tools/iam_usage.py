@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from local_aws.iam import glob_match
+from local_aws.iam import as_list, glob_match  # the engine's own IAM wildcards
 
 
 @dataclass
@@ -61,19 +61,15 @@ class RoleUsage:
                 "unused": [{"policy": g.policy, "sid": g.sid, "action": g.action} for g in self.unused]}
 
 
-def _as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [] if value is None else [value]
-
-
 def grants(documents: dict[str, dict[str, Any]]) -> list[Grant]:
     """One grant per (Allow statement, action) of the role's policy documents ({policy name: document})."""
     found = []
     for policy, document in documents.items():
-        for index, statement in enumerate(_as_list(document.get("Statement"))):
+        for index, statement in enumerate(as_list(document.get("Statement"))):
             if statement.get("Effect") != "Allow" or "Action" not in statement:
                 continue
-            resources = [str(r) for r in _as_list(statement.get("Resource"))] or ["*"]
-            for action in _as_list(statement["Action"]):
+            resources = [str(r) for r in as_list(statement.get("Resource"))] or ["*"]
+            for action in as_list(statement["Action"]):
                 found.append(Grant(policy, str(statement.get("Sid") or f"#{index}"), str(action), resources))
     return found
 
@@ -129,6 +125,14 @@ def role_policies(iam: Any, prefix: str) -> dict[str, dict[str, dict[str, Any]]]
     return found
 
 
+def stack_usage(settings: Any, decisions: Path | None = None, prefix: str = "surgical-") -> list[RoleUsage]:
+    """The usages of a stack's roles named ``prefix*``: its decision record (or ``decisions``) against their
+    policies in its IAM."""
+    from local_aws.bootstrap import client
+
+    return analyse(read_decisions(decisions or settings.iam_decisions), role_policies(client(settings, "iam"), prefix))
+
+
 def report(usages: list[RoleUsage]) -> str:
     lines = [f"{'role':<44} {'used':>5} {'granted':>8} {'missing':>8} {'unused':>7}", "-" * 76]
     for u in usages:
@@ -151,7 +155,6 @@ def report(usages: list[RoleUsage]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from local_aws.bootstrap import client
     from local_aws.settings import load_settings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -159,9 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="surgical-", help="report the roles whose names start with this")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
     args = parser.parse_args(argv)
-    settings = load_settings()
-    usages = analyse(read_decisions(args.decisions or settings.iam_decisions),
-                     role_policies(client(settings, "iam"), args.prefix))
+    usages = stack_usage(load_settings(), args.decisions, args.prefix)
     print(report(usages))
     if args.json:
         args.json.write_text(json.dumps([u.to_dict() for u in usages], indent=2), encoding="utf-8")

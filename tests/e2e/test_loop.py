@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 import pytest
 
 from local_aws import airflow_services, stack
-from local_aws.bootstrap import client
 from local_aws.demo import DemoData, Loop, annotators, bring_up
 from local_aws.label_studio import server as label_studio
 from local_aws.label_studio.workforce import LabelStudioWorkforce
@@ -62,9 +61,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
             with annotators(stack_settings, the_loop.config.labeling_backend):
                 the_loop.ok = the_loop.run()
             the_loop.log = "\n".join(lines) + "\n" + the_loop.table() + f"\nloop: {time.time() - started:.0f} s"
-            the_loop.iam_usage = iam_usage.analyse(
-                iam_usage.read_decisions(stack_settings.iam_decisions),
-                iam_usage.role_policies(client(stack_settings, "iam"), "surgical-"))
+            the_loop.iam_usage = iam_usage.stack_usage(stack_settings)
             print(the_loop.log)
             report = iam_usage.report(the_loop.iam_usage)
             print(report)
