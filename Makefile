@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
+.PHONY: mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -28,8 +28,9 @@ browser:
 		echo "note: chromium missing: run 'sudo apt-get install chromium'; until then the browser test is skipped"; \
 	else \
 		echo "installing Debian's chromium (apt-get)"; \
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
+			chromium >/dev/null; \
 	fi
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt constraints-dev.txt
@@ -89,7 +90,15 @@ demo: setup  ## the whole loop on the defaults: Label Studio + Processing-job dr
 demo-down: airflow-down down  ## stop everything the demo started
 
 bench: setup  ## benchmarks (figures and ratios against a baseline measured in the same run)
-	@shopt -s nullglob; for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@shopt -s nullglob; for script in bench/*.py; do [ "$$script" = bench/mutation.py ] && continue; \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+mutation: setup  ## mutation testing of the gates (mutmut; per module killed/survived, RESULT line; ONLY="promotion deploy")
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints-dev.txt -r requirements-mutation.txt
+	$(BIN)/python bench/mutation.py $(if $(ONLY),--only $(ONLY))
+
+test-repeat:  ## flake watch: the whole suite N times (default 3), each from a fresh clone of HEAD; per-test failures
+	$(or $(shell command -v python3),python3) tools/test_repeat.py --runs $(or $(N),3)
 
 constraints:  ## re-resolve the pinned sets (needs network to PyPI)
 	rm -rf /tmp/constraints-venv && $(PYTHON) -m venv /tmp/constraints-venv

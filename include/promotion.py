@@ -75,6 +75,17 @@ class MatchedImages:
     scores: list[dict[str, np.ndarray]]
     tps: list[dict[str, np.ndarray]]
     positives: np.ndarray  # images x classes
+    _flat: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False,
+                                                                        compare=False)
+
+    def flat(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One class's detections over all images in image order: (scores, TP flags, image index of each)."""
+        if name not in self._flat:
+            sizes = [len(image[name]) for image in self.scores]
+            self._flat[name] = (np.concatenate([image[name] for image in self.scores] + [np.zeros(0)]),
+                                np.concatenate([image[name] for image in self.tps] + [np.zeros(0, bool)]),
+                                np.repeat(np.arange(len(sizes)), sizes))
+        return self._flat[name]
 
 
 def match(per_image: Iterable[dict[str, Any]], classes: Sequence[str], iou_threshold: float = 0.5,
@@ -119,10 +130,9 @@ def class_ap50(matched: MatchedImages, weights: np.ndarray | None = None) -> dic
         if total == 0:
             result[name] = float("nan")  # no true box of this class: AP undefined (COCO leaves it out)
             continue
-        score = np.concatenate([matched.scores[i][name] for i in range(len(weights)) if weights[i]] or [np.zeros(0)])
-        tp = np.concatenate([matched.tps[i][name] for i in range(len(weights)) if weights[i]] or [np.zeros(0, bool)])
-        weight = np.concatenate([np.full(len(matched.scores[i][name]), weights[i]) for i in range(len(weights))
-                                 if weights[i]] or [np.zeros(0)])
+        scores, tps, image_of = matched.flat(name)
+        kept = weights[image_of] > 0  # a resample leaves some images out
+        score, tp, weight = scores[kept], tps[kept], weights[image_of][kept]
         if len(score) == 0:
             result[name] = 0.0
             continue

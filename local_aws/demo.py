@@ -412,6 +412,7 @@ class Loop:
                      f"detection(s): {json.dumps(detections[:3])}")
             stage.detail = f"{len(detections)} detections"
             self.facts["detect"] = answer
+            self.facts["detect_frame"] = key
             return answer
 
     @property

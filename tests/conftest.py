@@ -7,8 +7,10 @@ import random
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -23,6 +25,46 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # The test stacks emulate an account that still has Ground Truth and Model Monitor (closed to new customers), so the
 # opt-in backends stay tested; the refusal a new account gets is tested with the setting unset.
 os.environ.setdefault("LOCAL_SAGEMAKER_OPT_INS", "ground_truth,model_monitor")
+
+T = TypeVar("T")
+# The local SageMaker gives a new variant's container LOCAL_SAGEMAKER_HEALTH_TIMEOUT seconds (default 120,
+# local_aws/sagemaker/endpoints.py) to answer /ping, after the model's download: a test waits for an endpoint longer
+# than that, so the emulator's own verdict (InService, or Failed with its reason) always comes first.
+ENDPOINT_WAIT_S = float(os.environ.get("LOCAL_SAGEMAKER_HEALTH_TIMEOUT", "120")) + 120
+ENDPOINT_WAITER = {"Delay": 1, "MaxAttempts": int(ENDPOINT_WAIT_S)}  # the endpoint_in_service waiter's WaiterConfig
+
+
+def wait_for(condition: Callable[[], T], timeout: float, interval: float = 0.5,
+             message: str | Callable[[], str] = "the condition was not met") -> T:
+    """Polls ``condition`` until it returns something truthy, which is returned; fails the test with ``message`` (a
+    text, or a function that describes what was seen) once ``timeout`` seconds have passed. Tests wait on conditions
+    with generous deadlines, never on fixed sleeps: a loaded machine only makes them wait longer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{message() if callable(message) else message} (waited {timeout:.0f} s)")
+        time.sleep(interval)
+
+
+def clear_of_the_hour(needed_s: float, after_s: float = 30) -> None:
+    """Returns once the next top of the hour (UTC) is at least ``needed_s`` away, sleeping past it if need be.
+
+    Hourly things change at the top of the hour: a Model Monitor schedule's ``cron(0 * ? * * *)`` fires (an execution
+    the test did not start), and a CloudWatch alarm with a 3600 s period reads the datapoints of the current clock
+    hour only (local_aws/alarms.py aligns periods to multiples of Period). A test whose steps must all fall in one
+    hour calls this first, with ``needed_s`` its steps' deadlines; when the hour is too close it starts ``after_s``
+    after the hour has turned, and never sooner than that after it (the monitoring scheduler, ticking every
+    LOCAL_MONITORING_TICK_S = 10 s, has then started the executions due at the hour)."""
+    if needed_s >= 3600 - after_s:
+        raise ValueError(f"steps of {needed_s:.0f} s cannot fit in one hour")
+    while True:
+        into = time.time() % 3600  # seconds since the top of the hour (UTC hours are whole multiples of 3600 s)
+        if into >= after_s and 3600 - into >= needed_s:
+            return
+        time.sleep(after_s - into if into < after_s else 3600 - into + after_s)
 
 
 @pytest.fixture

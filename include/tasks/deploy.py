@@ -37,7 +37,7 @@ def _missing(client: Any, call: str, **kwargs: Any) -> dict[str, Any] | None:
 
 def plan(params: Mapping[str, Any], events: list[Mapping[str, Any]], run_id: str) -> dict[str, Any]:
     """Which approved package, the requests for what does not exist yet, and the config to roll back to."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
 
     config = load_config()
     _, sagemaker, _ = _clients()
@@ -59,6 +59,9 @@ def plan(params: Mapping[str, Any], events: list[Mapping[str, Any]], run_id: str
         log.warning("endpoint %s is Failed (%s): deleting it before creating it again", config.endpoint_name,
                     endpoint.get("FailureReason"))
         sagemaker.delete_endpoint(EndpointName=config.endpoint_name)
+        # Deleting takes a while on AWS, and CreateEndpoint refuses a name that is still being deleted.
+        sagemaker.get_waiter("endpoint_deleted").wait(EndpointName=config.endpoint_name,
+                                                     WaiterConfig={"Delay": 5, "MaxAttempts": 120})
         endpoint = None
     current = endpoint["EndpointConfigName"] if endpoint else None
     result = {
@@ -127,26 +130,32 @@ def smoke_test(planned: Mapping[str, Any]) -> dict[str, Any]:
 
 def rollback(planned: Mapping[str, Any], failed: list[str]) -> None:
     """Put the endpoint back on the config it served before, then fail the run loudly."""
-    from airflow.exceptions import AirflowFailException
+    from airflow.sdk.exceptions import AirflowFailException
+    from botocore.exceptions import WaiterError
 
     config = load_config()
     _, sagemaker, _ = _clients()
     previous = planned["previous_config"]
     endpoint = _missing(sagemaker, "describe_endpoint", EndpointName=config.endpoint_name)
+    what = f"deploying {planned['package_arn']} failed at {', '.join(failed)}: endpoint {config.endpoint_name}"
     if previous and endpoint and endpoint["EndpointConfigName"] != previous:
         log.warning("rolling %s back to %s", config.endpoint_name, previous)
-        sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=config.endpoint_name,
-                                                        WaiterConfig={"Delay": 5, "MaxAttempts": 120})
-        sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=previous)
-        sagemaker.get_waiter("endpoint_in_service").wait(EndpointName=config.endpoint_name,
-                                                        WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+        waiter = sagemaker.get_waiter("endpoint_in_service")
+        try:
+            waiter.wait(EndpointName=config.endpoint_name, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+            sagemaker.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=previous)
+            waiter.wait(EndpointName=config.endpoint_name, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
+        except WaiterError as exc:
+            raise AirflowFailException(f"{what}; rolling back to {previous} did not complete ({exc}): see the "
+                                       f"endpoint's FailureReason and fix it by hand") from exc
         state = f"rolled back to {previous}"
-    elif previous:
+    elif previous and endpoint:
         state = f"still serving {previous} (the update did not take)"
+    elif previous:
+        state = f"no longer exists: nothing serves (it served {previous})"
     else:
         state = "no previous config to roll back to (first deployment)"
-    raise AirflowFailException(f"deploying {planned['package_arn']} failed at {', '.join(failed)}: "
-                               f"endpoint {config.endpoint_name} {state}")
+    raise AirflowFailException(f"{what} {state}")
 
 
 def record(planned: Mapping[str, Any], smoke: Mapping[str, Any], run_id: str) -> dict[str, Any]:

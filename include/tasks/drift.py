@@ -31,7 +31,7 @@ def plan(params: Mapping[str, Any], conf: Mapping[str, Any], run_id: str, end: d
 
     A run triggered by the alarm Lambda (``include/lambdas/trigger_drift_retrain.py``) carries the alarm's conf: it
     is the recorded reason, and its window (the alarm's evaluated period) is the window monitored."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     config = load_config()
     s3, sagemaker, _ = _clients()
@@ -157,7 +157,7 @@ def assess(planned: Mapping[str, Any], execution: Mapping[str, Any] | None, proc
 
 def collect(planned: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     """The videos behind the window's traffic (and, where people label, the untraceable frames as a batch)."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     config = load_config()
     s3, _, _ = _clients()

@@ -58,7 +58,7 @@ def plan(messages: list[dict], explicit: list[dict], run_id: str) -> dict[str, A
 
 def settle(videos: list[dict], frames_event: Any | None) -> dict[str, Any]:
     """Outcome per video; delete the messages of every video that is done; emit the new frames."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     config = load_config()
     s3, sagemaker, sqs = _clients()

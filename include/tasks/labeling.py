@@ -41,7 +41,7 @@ def _request(config: PipelineConfig, name: str, manifest_uri: str, attribute: st
 
 def select_frames(video_ids: list[str], run_id: str) -> dict[str, Any]:
     """The labeling request for the frames of these videos that no dataset version has labeled yet."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     config, s3 = load_config(), _s3()
     _, labeled, _ = datasets.load_latest(s3, config.annotations_bucket)

@@ -128,7 +128,7 @@ def champion(package_arn: str, candidate: Mapping[str, Any], run_id: str) -> dic
 
 def announce(record: Mapping[str, Any], candidate: Mapping[str, Any], outlet_event: Any | None) -> dict[str, Any]:
     """Emit the `approved model` Asset only for an approved version."""
-    from airflow.exceptions import AirflowSkipException
+    from airflow.sdk.exceptions import AirflowSkipException
 
     summary = {"model_package_arn": record["model_package_arn"], "approved": record["approved"],
                "reasons": record["reasons"], "map50": candidate["map50"],

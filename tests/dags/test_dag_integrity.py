@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,22 @@ from local_aws.settings import REPO_ROOT
 
 DAGS = REPO_ROOT / "dags"
 DAG_FILES = sorted(p for p in DAGS.glob("*.py"))
+SCHEDSTAT = Path("/proc/thread-self/schedstat")  # Linux: ns on a CPU, ns waiting in the run queue for one, slices
+
+
+def _run_queue_wait_s() -> float:
+    return int(SCHEDSTAT.read_text().split()[1]) / 1e9
+
+
+def _seconds_on_an_idle_machine(action: Callable[[], object]) -> float:
+    """The wall-clock seconds ``action`` takes in this thread, less the time the thread waited for a CPU that other
+    processes held (the run-queue delay the kernel counts): computing, reading files and any blocking wait (a
+    network call, a sleep) still count, the other xdist worker's training does not. Plain wall-clock time where the
+    kernel does not count it."""
+    waited = _run_queue_wait_s if SCHEDSTAT.exists() else (lambda: 0.0)
+    started, waited_before = time.perf_counter(), waited()
+    action()
+    return (time.perf_counter() - started) - (waited() - waited_before)
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +64,9 @@ def test_each_file_parses_fast(dagbag, path):
     from airflow.dag_processing.dagbag import DagBag
 
     DagBag(dag_folder=str(path))  # warm: Airflow and provider imports are paid once per parsing process
-    timings = []
-    for _ in range(3):  # the best of three: a parse is not slower than its fastest run, a busy CPU only adds noise
-        started = time.perf_counter()
-        DagBag(dag_folder=str(path))
-        timings.append(time.perf_counter() - started)
+    # The best of three, each without the time spent waiting for a CPU: a parse is not slower than its fastest run,
+    # and a CPU that the other test worker holds is no part of what the parse costs.
+    timings = [_seconds_on_an_idle_machine(lambda: DagBag(dag_folder=str(path))) for _ in range(3)]
     assert min(timings) < 0.3, timings
 
 

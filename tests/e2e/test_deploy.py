@@ -1,6 +1,7 @@
 """deploy end to end: approved package -> endpoint InService -> smoke test -> recorded -> an HTTP request through the
 local API gateway returns detections; an update under load drops no request; a re-run changes nothing; a broken
-model fails the deploy and the endpoint keeps serving the previous model.
+model fails the deploy and the endpoint keeps serving the previous model; a model that goes InService but fails the
+smoke test is rolled back to the previous config.
 
 The packages are registered here from a real (short) training run of the trainer container, in a group of their
 own, and deployed by ARN (the DAG's param), so this module does not depend on train_and_register's test.
@@ -46,7 +47,9 @@ def airflow_home(harness_airflow_home):
 
 @pytest.fixture(scope="module")
 def packages(aws, tmp_path_factory) -> dict[str, str]:
-    """Three Approved versions: v1 and v2 of a trained model, v3 with a corrupt artifact."""
+    """Four Approved versions: v1 and v2 of a trained model, v3 with a corrupt artifact, v4 of the same good artifact
+    whose registered evaluation is not its own (every frame's recorded boxes are elsewhere): it serves, and its smoke
+    test fails."""
     from tests.unit.test_trainer import run_job
 
     root = tmp_path_factory.mktemp("deploy-model")
@@ -58,11 +61,15 @@ def packages(aws, tmp_path_factory) -> dict[str, str]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     s3.put_object(Bucket=MODELS, Key="deploy-e2e/model.tar.gz", Body=_tar(job_root / "model"))
     s3.put_object(Bucket=MODELS, Key="deploy-e2e/broken.tar.gz", Body=b"not a tar archive")
-    s3.put_object(Bucket=MODELS, Key="deploy-e2e/evaluation.json",
-                  Body=(job_root / "model" / "evaluation.json").read_bytes())
+    evaluation = json.loads((job_root / "model" / "evaluation.json").read_text())
+    s3.put_object(Bucket=MODELS, Key="deploy-e2e/evaluation.json", Body=json.dumps(evaluation).encode())
+    for image in evaluation["images"]:  # boxes no detector serves: 1-pixel boxes in the frame's corner, score 1
+        image["detections"] = [{"category": "tumor", "bbox": [k, 0.0, 1.0, 1.0], "score": 1.0} for k in range(3)]
+    s3.put_object(Bucket=MODELS, Key="deploy-e2e/not-its-evaluation.json", Body=json.dumps(evaluation).encode())
     sagemaker.create_model_package_group(ModelPackageGroupName=GROUP)
     arns = {}
-    for name, artifact in (("v1", "model"), ("v2", "model"), ("v3", "broken")):
+    for name, artifact, metrics in (("v1", "model", "evaluation"), ("v2", "model", "evaluation"),
+                                    ("v3", "broken", "evaluation"), ("v4", "model", "not-its-evaluation")):
         arns[name] = sagemaker.create_model_package(
             ModelPackageGroupName=GROUP, ModelApprovalStatus="Approved",
             InferenceSpecification={"Containers": [{"Image": INFERENCE_IMAGE,
@@ -70,7 +77,7 @@ def packages(aws, tmp_path_factory) -> dict[str, str]:
                                     "SupportedContentTypes": ["image/jpeg"],
                                     "SupportedResponseMIMETypes": ["application/json"]},
             ModelMetrics={"ModelQuality": {"Statistics": {
-                "ContentType": "application/json", "S3Uri": f"s3://{MODELS}/deploy-e2e/evaluation.json"}}},
+                "ContentType": "application/json", "S3Uri": f"s3://{MODELS}/deploy-e2e/{metrics}.json"}}},
         )["ModelPackageArn"]
     arns["frame"] = next(frames.rglob("*.jpg")).read_bytes()
     return arns
@@ -142,10 +149,34 @@ def test_a_rerun_for_the_deployed_package_changes_nothing(aws, airflow_home, fir
 def test_a_broken_model_fails_the_deploy_and_the_previous_model_keeps_serving(aws, airflow_home, first, packages):
     serving = aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
     states, output = _deploy(airflow_home, packages["v3"])
-    assert states["rollback"] == "failed" and states.get("record") != "success", output[-6000:]
-    assert "endpoint surgical-detector still serving" in output or "rolled back to" in output
+    # SageMaker leaves an endpoint whose update failed InService on its old config (the operator's waiter is content
+    # with InService): verify sees the old config, and there is nothing to roll back.
+    assert states["deploy.update_endpoint"] == "success" and states["deploy.verify"] == "failed", output[-6000:]
+    assert states["rollback"] == "failed", output[-6000:]
+    assert states["record"] == "upstream_failed" and states["smoke_test"] == "upstream_failed"
+    assert f"is InService on {serving}, not on surgical-detector-v3-" in output, output[-6000:]
+    assert f"endpoint surgical-detector still serving {serving} (the update did not take)" in output, output[-6000:]
     endpoint = aws("sagemaker").describe_endpoint(EndpointName=ENDPOINT)
     assert endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"] == serving
     answer = aws("sagemaker-runtime").invoke_endpoint(EndpointName=ENDPOINT, ContentType="image/jpeg",
                                                       Body=packages["frame"])
     assert "detections" in json.loads(answer["Body"].read())
+
+
+def test_a_model_that_serves_but_fails_the_smoke_test_is_rolled_back_to_the_previous_config(aws, airflow_home,
+                                                                                            first, packages):
+    sagemaker = aws("sagemaker")
+    serving = sagemaker.describe_endpoint(EndpointName=ENDPOINT)["EndpointConfigName"]
+    states, output = _deploy(airflow_home, packages["v4"])
+    assert states["deploy.update_endpoint"] == "success" and states["deploy.verify"] == "success", output[-6000:]
+    assert states["smoke_test"] == "failed" and states["rollback"] == "failed", output[-6000:]
+    assert states["record"] == "upstream_failed"
+    assert "smoke test failed: detections agree with the package's evaluation on 0% of boxes" in output
+    assert f"rolling surgical-detector back to {serving}" in output
+    assert f"endpoint surgical-detector rolled back to {serving}" in output, output[-6000:]
+    endpoint = sagemaker.describe_endpoint(EndpointName=ENDPOINT)
+    assert endpoint["EndpointStatus"] == "InService" and endpoint["EndpointConfigName"] == serving
+    assert "-v4-" not in endpoint["EndpointConfigName"]
+    record = json.loads(aws("s3").get_object(Bucket=MODELS, Key=f"deployments/{ENDPOINT}/latest.json")["Body"]
+                        .read())
+    assert record["endpoint_config"] == serving  # the failed deployment was not recorded as serving

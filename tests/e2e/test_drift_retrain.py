@@ -4,7 +4,9 @@ several windows; drift traffic (a darker scope with smoke) raises violations -> 
 the trigger Lambda, and the DAG records the cause and sends the videos behind the traffic back to labeling.
 
 The schedule's executions are started with the local SageMaker's local-only "run now" call (AWS runs them on the
-hour) and alarms are evaluated with the local-only "evaluate now" call (CloudWatch does it every minute).
+hour) and alarms are evaluated with the local-only "evaluate now" call (CloudWatch does it every minute). Each
+window runs within one clock hour (conftest.clear_of_the_hour): the hourly schedule firing on its own mid-window, or the
+alarm's hour-long period turning between the execution and the evaluation, would judge other data than the window's.
 """
 
 from __future__ import annotations
@@ -20,10 +22,18 @@ from pathlib import Path
 import pytest
 
 from local_aws.settings import REPO_ROOT
-from tests.conftest import run_dag_test
+from tests.conftest import clear_of_the_hour, run_dag_test, wait_for
 from tests.datasets import make_dataset, upload_dataset
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+# What one window may take, from its first request to the alarm's evaluation: a drift_retrain run (its monitoring
+# execution included) takes 2-4 minutes here. Each window starts when at least WINDOW_S of the clock hour is left
+# (conftest.clear_of_the_hour): the schedule is hourly (the local scheduler's own execution at the top of the hour
+# would be the newest, the one the run reads, over the hour before instead of the window's traffic) and the drift
+# alarm's period is an hour of the clock (it reads only what was published since the top of the hour). Waiting for
+# the hour to turn adds at most WINDOW_S + 30 s, once per module (the next windows then start early in the hour),
+# which the tests' timeout adds to the 600 s they always had.
+WINDOW_S = 420
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.timeout(600 + WINDOW_S + 30)]
 MODELS = "surgical-models"
 ENDPOINT = "surgical-detector"
 SCHEDULE = "surgical-detector-drift"
@@ -121,15 +131,18 @@ def _window(airflow_home, local_stack, aws, since: float, conf: dict | None = No
     thread = threading.Thread(target=lambda: result.update(
         run=run_dag_test(env, REPO_ROOT / "dags", "drift_retrain", conf=conf or {}, timeout=900)))
     thread.start()
-    deadline = time.time() + 600
-    # the run's schedule task creates or updates the schedule: from then on, an execution counts for its window
-    while thread.is_alive() and time.time() < deadline and modified() in (None, before):
-        time.sleep(2)
-    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since - 1))
-    end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
-    execution = _post(f"http://{local_stack.host}:{local_stack.base_port + 1}/local/monitoring-schedules/{SCHEDULE}"
-                      f"/executions", {"StartTime": start, "EndTime": end})
+    # the run's schedule task creates or updates the schedule: from then on, an execution counts for its window (a
+    # run that ended first, having failed, says why below)
+    wait_for(lambda: not thread.is_alive() or modified() not in (None, before), 600, interval=2,
+             message="the drift_retrain run did not create or update the monitoring schedule")
+    execution = None
+    if thread.is_alive():
+        start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since - 1))
+        end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        execution = _post(f"http://{local_stack.host}:{local_stack.base_port + 1}/local/monitoring-schedules/"
+                          f"{SCHEDULE}/executions", {"StartTime": start, "EndTime": end})
     thread.join(timeout=900)
+    assert "run" in result, "the drift_retrain run did not end within 900 s"
     states, output = result["run"]
     Path(f"/tmp/drift_retrain_{time.time():.0f}.log").write_text(output)
     return states, output, execution
@@ -137,6 +150,7 @@ def _window(airflow_home, local_stack, aws, since: float, conf: dict | None = No
 
 def test_normal_traffic_raises_nothing_over_several_windows(aws, airflow_home, local_stack, deployed):
     for window in range(2):
+        clear_of_the_hour(WINDOW_S)
         since = time.time()
         _send(aws, deployed["normal"], repeat=2)
         states, output, _ = _window(airflow_home, local_stack, aws, since)
@@ -153,6 +167,7 @@ def test_normal_traffic_raises_nothing_over_several_windows(aws, airflow_home, l
 
 def test_drift_traffic_raises_violations_the_alarm_and_sends_its_videos_to_labeling(aws, airflow_home, local_stack,
                                                                                     deployed):
+    clear_of_the_hour(WINDOW_S)
     since = time.time()
     _send(aws, deployed["drift"], repeat=2)
     states, output, _ = _window(airflow_home, local_stack, aws, since)
@@ -171,13 +186,12 @@ def test_drift_traffic_raises_violations_the_alarm_and_sends_its_videos_to_label
     alarm = aws("cloudwatch").describe_alarms(AlarmNames=["surgical-input-drift-local"])["MetricAlarms"][0]
     assert alarm["StateValue"] == "ALARM", (changes, alarm)
     logs = aws("logs")
-    deadline = time.time() + 60
-    invoked = False
-    while not invoked and time.time() < deadline:
-        groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
-        for group in groups:
-            if "trigger" in group["logGroupName"] or "drift" in group["logGroupName"]:
-                events = logs.filter_log_events(logGroupName=group["logGroupName"])["events"]
-                invoked = invoked or any("START" in e["message"] for e in events)
-        time.sleep(2)
-    assert invoked, "the alarm's EventBridge rule did not invoke the trigger Lambda"
+
+    def invoked() -> bool:
+        groups = [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
+                  if "trigger" in g["logGroupName"] or "drift" in g["logGroupName"]]
+        return any("START" in e["message"] for group in groups
+                   for e in logs.filter_log_events(logGroupName=group)["events"])
+
+    # EventBridge invokes it asynchronously; a run's lines are logged when it ends (its Timeout: 30 s)
+    wait_for(invoked, 120, interval=2, message="the alarm's EventBridge rule did not invoke the trigger Lambda")

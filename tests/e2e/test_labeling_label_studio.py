@@ -8,8 +8,7 @@ import json
 import shutil
 import sqlite3
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from local_aws.label_studio import server
 from local_aws.label_studio.workforce import LabelStudioWorkforce
 from local_aws.settings import REPO_ROOT
-from tests.conftest import run_dag_test
+from tests.conftest import run_dag_test, wait_for
 from tests.e2e.frames import upload_and_extract
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -165,15 +164,34 @@ def test_pre_annotations_by_the_champion(aws, env, label_studio, workforce, airf
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def _wait_for_project(workforce, tasks: int, timeout: float = 300) -> dict:
-    deadline = time.time() + timeout
+def _wait_for_project(workforce, tasks: int, run: Future, timeout: float = 600) -> dict:
+    """The new project of ``run`` (the labeling DAG run, given at most its own 900 s; the project comes before its
+    round); a run that ended without making it fails the test with its output."""
     known = {p["id"] for p in workforce.projects()}
-    while time.time() < deadline:
-        for project in workforce.projects():
-            if project["id"] not in known and project["task_number"] == tasks:
-                return project
-        time.sleep(2)
-    raise AssertionError(f"no new Label Studio project with {tasks} tasks within {timeout} s")
+
+    def created() -> dict | None:
+        project = next((p for p in workforce.projects() if p["id"] not in known and p["task_number"] == tasks), None)
+        if project is None and run.done():
+            states, output = run.result()
+            raise AssertionError(f"the labeling run ended without a project of {tasks} tasks: {states}\n"
+                                 f"{output[-6000:]}")
+        return project
+
+    return wait_for(created, timeout, interval=2, message=f"no new Label Studio project with {tasks} tasks")
+
+
+def _settled_box(locator, timeout: float = 60) -> dict:
+    """The element's bounding box once it is drawn and has kept its place and size over three looks half a second
+    apart (the canvas is laid out again when the frame's image has loaded)."""
+    seen: list[dict | None] = []
+
+    def settled() -> dict | None:
+        seen.append(locator.bounding_box())
+        last = seen[-3:]
+        return last[0] if len(last) == 3 and last[0] and last[0]["width"] > 0 and last.count(last[0]) == 3 else None
+
+    return wait_for(settled, timeout, interval=0.5,
+                    message=lambda: f"the canvas never settled (last boxes {seen[-3:]})")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: 'make setup' installs Debian's (apt-get, as root)")
@@ -191,7 +209,7 @@ def test_a_person_corrects_a_suggested_box_in_the_browser(aws, env, label_studio
     known = {p["id"] for p in workforce.projects()}
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(_run, {**env, "AIRFLOW_VAR_PIPELINE_CONFIG": json.dumps(settings)}, videos)
-        project = _wait_for_project(workforce, tasks=10)
+        project = _wait_for_project(workforce, tasks=10, run=run)
         assert project["id"] not in known
         tasks = list(workforce.tasks(project["id"]))
         item = next(t for t in tasks if t.get("total_predictions"))
@@ -216,8 +234,7 @@ def test_a_person_corrects_a_suggested_box_in_the_browser(aws, env, label_studio
             page.goto(f"{server.url(label_studio)}/projects/{project['id']}/data?task={item['id']}")
             page.get_by_text("Submit", exact=True).wait_for(timeout=60000)
             page.get_by_text(old_label, exact=True).last.wait_for(timeout=30000)  # the suggested region is listed
-            page.wait_for_timeout(1500)
-            canvas = page.locator("canvas").first.bounding_box()
+            canvas = _settled_box(page.locator("canvas").first)
             sx, sy = canvas["width"] / width, canvas["height"] / height
             cx, cy = canvas["x"] + (left + w / 2) * sx, canvas["y"] + (top + h / 2) * sy
             page.mouse.click(cx, cy)
@@ -228,9 +245,11 @@ def test_a_person_corrects_a_suggested_box_in_the_browser(aws, env, label_studio
             page.get_by_text(new_label, exact=True).first.click()
             page.screenshot(path=str(tmp_path_factory.mktemp("ls-ui") / "edited.png"))
             page.get_by_text("Submit", exact=True).click()
-            page.wait_for_timeout(2000)
+            # the browser stays open until Label Studio has stored the submitted annotation
+            annotations = wait_for(lambda: workforce._call("GET", f"/api/tasks/{item['id']}")["annotations"], 60,
+                                   message="the submitted annotation never reached Label Studio")
             browser.close()
-        [annotation] = workforce._call("GET", f"/api/tasks/{item['id']}")["annotations"]
+        [annotation] = annotations
         [region] = annotation["result"]
         assert region["value"]["rectanglelabels"] == [new_label]
         workforce.on.set()  # the annotators take the other frames

@@ -111,12 +111,20 @@ def test_the_model_is_registered_with_metrics_approved_and_served_through_the_ga
     assert package["CustomerMetadataProperties"]["dataset_version"] == loop.facts["datasets"][0]["version"]
     evaluation = package["ModelMetrics"]["ModelQuality"]["Statistics"]["S3Uri"]
     bucket, key = evaluation.removeprefix("s3://").split("/", 1)
-    assert 0.0 <= loop.json_object(bucket, key)["map50"] <= 1.0
+    registered = loop.json_object(bucket, key)
+    assert registered["map50"] == training["candidate"]["map50"], (registered["map50"], training["candidate"])
+    assert training["approved"] == training["decision"]["approved"] and \
+        registered["map50"] >= loop.config.promotion_floor_map50  # an approved version met the floor
     assert training["report_link"], "no Model report extra link on fit.train"
     endpoint = loop.aws("sagemaker").describe_endpoint(EndpointName=loop.config.endpoint_name)
     assert endpoint["EndpointStatus"] == "InService"
     assert loop.facts["deployments"][0]["smoke_test"]["passed"]
-    assert isinstance(loop.facts["detect"]["detections"], list)
+    # the gateway answers what the endpoint answers for the same frame (the Lambda adds and drops nothing)
+    frame = loop.aws("s3").get_object(Bucket=loop.config.frames_bucket, Key=loop.facts["detect_frame"])["Body"].read()
+    direct = json.loads(loop.aws("sagemaker-runtime").invoke_endpoint(
+        EndpointName=loop.config.endpoint_name, ContentType="image/jpeg", Accept="application/json",
+        Body=frame)["Body"].read())
+    assert loop.facts["detect"]["detections"] == direct["detections"], (loop.facts["detect"], direct)
 
 
 def test_drift_is_found_by_the_monitor_job_whose_metrics_raise_the_alarm_whose_lambda_runs_drift_retrain(loop):

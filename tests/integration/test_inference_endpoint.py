@@ -17,11 +17,15 @@ import urllib3
 from botocore.exceptions import ClientError
 
 from local_aws import bootstrap
+from tests.conftest import ENDPOINT_WAITER
 from tests.inference_model import jpeg, model_archive, png, shared_model_dir, synthetic_frames
 
 pytestmark = pytest.mark.integration
 ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
+# The local SageMaker gives the container 60 s to answer an invocation (local_aws/sagemaker/endpoints.py), the
+# gateway's handler 2 tries of 25 s (include/lambdas/api_detect.py): the test's clients wait longer than those.
+INVOKE_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def endpoint(aws, local_stack) -> str:
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.c5.large"}])
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=ENDPOINT_WAITER)
     yield name
     sm.delete_endpoint(EndpointName=name)
 
@@ -48,8 +52,8 @@ def frame():
 
 
 def _invoke(aws, endpoint, body, content_type="image/jpeg", **extra):
-    response = aws("sagemaker-runtime").invoke_endpoint(EndpointName=endpoint, Body=body, ContentType=content_type,
-                                                      **extra)
+    response = aws("sagemaker-runtime", read_timeout=INVOKE_TIMEOUT_S).invoke_endpoint(
+        EndpointName=endpoint, Body=body, ContentType=content_type, **extra)
     return json.loads(response["Body"].read())
 
 
@@ -104,10 +108,10 @@ def test_the_detection_api_answers_through_the_local_gateway(local_stack, detect
     env = dict(line.removeprefix("export ").split("=", 1) for line in local_stack.env_file.read_text().splitlines()
                if line.startswith("export "))
     url = f"{env['API_GATEWAY_URL']}/detect"
-    http = urllib3.PoolManager()
+    http = urllib3.PoolManager(timeout=INVOKE_TIMEOUT_S)
     image = base64.b64encode(jpeg(frame)).decode()
     response = http.request("POST", url, body=json.dumps({"image": image, "score_threshold": 0, "max_detections": 4}),
-                            headers={"Content-Type": "application/json"}, timeout=30)
+                            headers={"Content-Type": "application/json"})
     assert response.status == 200, response.data
     assert len(json.loads(response.data)["detections"]) == 4
     binary = http.request("POST", f"{url}?max_detections=2", body=jpeg(frame), headers={"Content-Type": "image/jpeg"})

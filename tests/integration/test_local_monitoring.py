@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,12 +17,20 @@ import pytest
 
 from local_aws import bootstrap
 from local_aws.settings import ACCOUNT_ID, REGION
+from tests.conftest import ENDPOINT_WAITER, clear_of_the_hour, wait_for
 
-pytestmark = pytest.mark.integration
 ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
 NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
 TERMINAL = ("Completed", "CompletedWithViolations", "Failed", "Stopped")
+MAX_RUNTIME_S = 120  # the executions' StoppingCondition: the local SageMaker stops a job that runs longer
+# An execution ends (its processing job is stopped at MAX_RUNTIME_S at the latest) before a test stops waiting for it.
+EXECUTION_WAIT_S = MAX_RUNTIME_S + 120
+# The steps that must fall in one clock hour (conftest.clear_of_the_hour): one execution and what follows it.
+ONE_HOUR_STEPS_S = EXECUTION_WAIT_S + 120
+# Waiting for the hour to turn adds at most ONE_HOUR_STEPS_S + 30 s to a test: its timeout (pyproject.toml's 600 s)
+# grows by as much.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600 + ONE_HOUR_STEPS_S + 30)]
 
 
 def _post(url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
@@ -43,14 +50,13 @@ def _run_now(local_stack, schedule: str, **window: str) -> dict[str, Any]:
     return execution
 
 
-def _wait_execution(sm, schedule: str, job_arn: str, timeout: float = 40) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        for summary in sm.list_monitoring_executions(MonitoringScheduleName=schedule)["MonitoringExecutionSummaries"]:
-            if summary["ProcessingJobArn"] == job_arn and summary["MonitoringExecutionStatus"] in TERMINAL:
-                return summary
-        time.sleep(0.3)
-    raise AssertionError(f"execution {job_arn} did not finish")
+def _wait_execution(sm, schedule: str, job_arn: str, timeout: float = EXECUTION_WAIT_S) -> dict[str, Any]:
+    def finished() -> dict[str, Any] | None:
+        return next((summary for summary in sm.list_monitoring_executions(
+            MonitoringScheduleName=schedule, MaxResults=100)["MonitoringExecutionSummaries"]
+            if summary["ProcessingJobArn"] == job_arn and summary["MonitoringExecutionStatus"] in TERMINAL), None)
+
+    return wait_for(finished, timeout, interval=0.3, message=f"execution {job_arn} did not finish")
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +91,18 @@ def monitored(aws, local_stack, toy_image, probe_image) -> dict[str, Any]:
                            "DestinationS3Uri": f"s3://{BUCKET}/data-capture",
                            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
                            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]}})
-    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"mon-c-{suffix}")
-    time.sleep(0.5)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+    sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=f"mon-c-{suffix}")  # Creating at once
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig=ENDPOINT_WAITER)
     runtime = aws("sagemaker-runtime")
     for x in (3, 4, 5):
         runtime.invoke_endpoint(EndpointName=endpoint, Body=json.dumps({"x": x}), ContentType="application/json")
-    hour = datetime.now(UTC)
+    hour = datetime.now(UTC)  # the capture folder of now: the run-now window below (the hour up to then) takes it in
     s3.put_object(Bucket=BUCKET, Key=f"data-capture/{endpoint}/AllTraffic/{hour:%Y/%m/%d/%H}/garbage.jsonl",
                   Body=b'not json\n{"captureData": {}}\n')
+    # The schedule is hourly: at the top of the hour the local scheduler would start an execution of its own, which
+    # would become the schedule's LastMonitoringExecutionSummary and publish a second datapoint. The schedule is made
+    # when that hour is far enough away for the run-now execution and the first test's checks of it.
+    clear_of_the_hour(ONE_HOUR_STEPS_S)
     sm.create_monitoring_schedule(MonitoringScheduleName=schedule, MonitoringScheduleConfig={
         "ScheduleConfig": {"ScheduleExpression": "cron(0 * ? * * *)"},
         "MonitoringType": "DataQuality",
@@ -108,7 +117,7 @@ def monitored(aws, local_stack, toy_image, probe_image) -> dict[str, Any]:
             "MonitoringResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large",
                                                       "VolumeSizeInGB": 5}},
             "MonitoringAppSpecification": {"ImageUri": probe_image},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 120},
+            "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S},
             "RoleArn": ROLE}})
     execution = _run_now(local_stack, schedule)
     summary = _wait_execution(sm, schedule, execution["ProcessingJobArn"])
@@ -137,11 +146,12 @@ def test_run_now_completes_with_violations_outputs_in_s3_and_metrics_in_cloudwat
     statistics = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/statistics.json")["Body"].read())
     assert statistics["dataset"] == {"item_count": 3, "malformed_count": 2}  # bad lines did not stop it
     assert statistics["drift"]["input_drift_psi"] == pytest.approx(3.0)  # mean x 4 vs baseline 1
+    now = datetime.now(UTC)  # one instant for both ends of the query
     points = aws("cloudwatch").get_metric_statistics(
         Namespace=NAMESPACE, MetricName="input_drift_psi", Statistics=["Maximum"], Period=3600,
         Dimensions=[{"Name": "Endpoint", "Value": monitored["endpoint"]},
                     {"Name": "MonitoringSchedule", "Value": monitored["schedule"]}],
-        StartTime=datetime.now(UTC) - timedelta(hours=2), EndTime=datetime.now(UTC) + timedelta(hours=1))
+        StartTime=now - timedelta(hours=2), EndTime=now + timedelta(hours=1))
     assert [p["Maximum"] for p in points["Datapoints"]] == [pytest.approx(3.0)]
 
 
@@ -190,6 +200,13 @@ def handler(event, context):
 def test_drift_alarm_goes_to_alarm_and_eventbridge_delivers_the_event_to_a_lambda(aws, local_stack, monitored):
     suffix, cloudwatch, events = monitored["suffix"], aws("cloudwatch"), aws("events")
     alarm = f"mon-drift-{suffix}"
+    # The alarm's period is an hour of the clock: it reads the datapoints published since the top of the hour. The
+    # drift metric it judges is published here, by an execution over the captured traffic, when the hour is far
+    # enough away for that execution and the evaluation below to fall in it (the fixture's was published earlier).
+    clear_of_the_hour(ONE_HOUR_STEPS_S)
+    execution = _run_now(local_stack, monitored["schedule"])
+    summary = _wait_execution(aws("sagemaker"), monitored["schedule"], execution["ProcessingJobArn"])
+    assert summary["MonitoringExecutionStatus"] == "CompletedWithViolations", summary
     # The rule and its target exist before the alarm does: the evaluator thread (every 5 s) may move a new alarm to
     # ALARM at once, and an event sent while no rule matches goes nowhere (as on AWS).
     arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT_ID}:alarm:{alarm}"
@@ -226,13 +243,14 @@ def test_drift_alarm_goes_to_alarm_and_eventbridge_delivers_the_event_to_a_lambd
     assert described["StateReason"].endswith("was greater than the threshold (0.2).")
     assert json.loads(described["StateReasonData"])["evaluatedDatapoints"][0]["value"] == pytest.approx(3.0)
 
-    deadline, event = time.time() + 20, None
-    while time.time() < deadline and event is None:
+    def recorded() -> dict[str, Any] | None:
         try:
-            event = json.loads(aws("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
+            return json.loads(aws("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read())
         except aws("s3").exceptions.NoSuchKey:
-            time.sleep(0.3)
-    assert event is not None, "the Lambda never received the alarm's event"
+            return None
+
+    # EventBridge invokes the Lambda asynchronously: one run, or its retries, each up to the function's Timeout (30 s)
+    event = wait_for(recorded, 120, interval=0.3, message="the Lambda never received the alarm's event")
     assert event["source"] == "aws.cloudwatch" and event["detail-type"] == "CloudWatch Alarm State Change"
     assert event["resources"] == [arn]
     detail = event["detail"]

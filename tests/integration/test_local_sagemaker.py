@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -12,11 +11,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from local_aws import stack
+from tests.conftest import ENDPOINT_WAITER, wait_for
 
 pytestmark = pytest.mark.integration
 ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
 RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}
+MAX_RUNTIME_S = 120  # the jobs' StoppingCondition: the local SageMaker stops a job's container that runs longer
+JOB_WAIT_S = MAX_RUNTIME_S + 120  # a job has ended (at MAX_RUNTIME_S at the latest) before a test stops waiting
 
 
 @pytest.fixture(scope="module")
@@ -40,19 +42,28 @@ def training_request(name: str, image: str, data: str, **hyperparameters: str) -
         "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
             "S3DataType": "S3Prefix", "S3Uri": f"{data}/in"}}}],
         "OutputDataConfig": {"S3OutputPath": f"{data}/models"}, "ResourceConfig": RESOURCES,
-        "StoppingCondition": {"MaxRuntimeInSeconds": 120},
+        "StoppingCondition": {"MaxRuntimeInSeconds": MAX_RUNTIME_S},
         "CheckpointConfig": {"S3Uri": f"{data}/checkpoints/{name}"},
     }
 
 
-def wait_for(sm, name: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def wait_job(sm, name: str, timeout: float = JOB_WAIT_S) -> dict[str, Any]:
+    def ended() -> dict[str, Any] | None:
         job = sm.describe_training_job(TrainingJobName=name)
-        if job["TrainingJobStatus"] not in ("InProgress", "Stopping"):
-            return job
-        time.sleep(0.3)
-    raise AssertionError(f"{name} still running")
+        return job if job["TrainingJobStatus"] not in ("InProgress", "Stopping") else None
+
+    return wait_for(ended, timeout, interval=0.3, message=f"{name} still running")
+
+
+def wait_training(sm, name: str) -> None:
+    """Until the job's container is starting or running (SecondaryStatus Training), so that what the test does next
+    meets a running job (not one still queued or downloading)."""
+    def training() -> bool:
+        job = sm.describe_training_job(TrainingJobName=name)
+        assert job["TrainingJobStatus"] == "InProgress", job  # a hanging job ends only when it is stopped
+        return job["SecondaryStatus"] == "Training"
+
+    wait_for(training, JOB_WAIT_S, interval=0.3, message=f"{name} never reached SecondaryStatus Training")
 
 
 def error_of(call, **kwargs) -> tuple[str, str]:
@@ -95,7 +106,7 @@ def test_documented_rules_are_enforced_with_the_stacks_kms_keys(sm, aws, toy_ima
                                "this account and Region.")
     request["ResourceConfig"]["VolumeKmsKeyId"] = key_arn
     sm.create_training_job(**request)
-    assert wait_for(sm, request["TrainingJobName"])["TrainingJobStatus"] == "Completed"
+    assert wait_job(sm, request["TrainingJobName"])["TrainingJobStatus"] == "Completed"
 
 
 def test_describe_of_missing_resources_uses_aws_error_codes(sm):
@@ -121,7 +132,7 @@ def test_duplicate_job_name_is_resource_in_use_and_list_paginates(sm, toy_image,
             break
     assert set(names) <= set(seen) and len(seen) == len(set(seen))
     for name in names:
-        assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
+        assert wait_job(sm, name)["TrainingJobStatus"] == "Completed"
 
 
 # -- jobs -------------------------------------------------------------------------------------------------------------
@@ -129,7 +140,7 @@ def test_training_job_contract_metrics_artifacts_logs_and_tags(sm, aws, toy_imag
     name = f"contract-{uuid.uuid4().hex[:6]}"
     arn = sm.create_training_job(**training_request(name, toy_image, data, epochs="3"),
                                  Tags=[{"Key": "dataset_version", "Value": "v1"}])["TrainingJobArn"]
-    job = wait_for(sm, name)
+    job = wait_job(sm, name)
     assert job["TrainingJobStatus"] == "Completed"
     assert [t["Status"] for t in job["SecondaryStatusTransitions"]] == [
         "Starting", "Downloading", "Training", "Uploading", "Completed"]
@@ -151,9 +162,9 @@ def test_training_job_contract_metrics_artifacts_logs_and_tags(sm, aws, toy_imag
 def test_stop_training_job_keeps_checkpoints(sm, aws, toy_image, data):
     name = f"stop-{uuid.uuid4().hex[:6]}"
     sm.create_training_job(**training_request(name, toy_image, data, mode="hang"))
-    time.sleep(1.5)
+    wait_training(sm, name)
     sm.stop_training_job(TrainingJobName=name)
-    job = wait_for(sm, name)
+    job = wait_job(sm, name)
     assert job["TrainingJobStatus"] == "Stopped" and job["SecondaryStatus"] == "Stopped"
     _, message = error_of(sm.stop_training_job, TrainingJobName=name)
     assert message == "The request was rejected because the training job is in status Stopped."
@@ -162,9 +173,9 @@ def test_stop_training_job_keeps_checkpoints(sm, aws, toy_image, data):
 def test_state_survives_a_restart_and_running_jobs_fail_with_a_reason(sm, local_stack, toy_image, data):
     done, running = f"survive-{uuid.uuid4().hex[:6]}", f"killed-{uuid.uuid4().hex[:6]}"
     sm.create_training_job(**training_request(done, toy_image, data))
-    assert wait_for(sm, done)["TrainingJobStatus"] == "Completed"
+    assert wait_job(sm, done)["TrainingJobStatus"] == "Completed"
     sm.create_training_job(**training_request(running, toy_image, data, mode="hang"))
-    time.sleep(1.5)
+    wait_training(sm, running)
     stack.restart(local_stack, "sagemaker")
     assert sm.describe_training_job(TrainingJobName=done)["TrainingJobStatus"] == "Completed"
     killed = sm.describe_training_job(TrainingJobName=running)
@@ -177,7 +188,7 @@ def test_state_survives_a_restart_and_running_jobs_fail_with_a_reason(sm, local_
 def model_data(sm, toy_image, data) -> str:
     name = f"ep-train-{uuid.uuid4().hex[:6]}"
     sm.create_training_job(**training_request(name, toy_image, data))
-    return wait_for(sm, name)["ModelArtifacts"]["S3ModelArtifacts"]
+    return wait_job(sm, name)["ModelArtifacts"]["S3ModelArtifacts"]
 
 
 def _endpoint_config(sm, toy_image: str, model_data: str, version: str, **env: str) -> str:
@@ -196,8 +207,8 @@ def _endpoint_config(sm, toy_image: str, model_data: str, version: str, **env: s
 
 
 def _wait_in_service(sm, name: str) -> dict[str, Any]:
-    time.sleep(0.5)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 0.5, "MaxAttempts": 120})
+    # CreateEndpoint and UpdateEndpoint answer with the endpoint Creating/Updating already: no stale InService
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig=ENDPOINT_WAITER)
     return sm.describe_endpoint(EndpointName=name)
 
 
@@ -231,7 +242,9 @@ def test_invocations_never_fail_during_updates_and_a_bad_model_leaves_the_old_se
         broken = _endpoint_config(sm, toy_image, model_data, "v3", TOY_MODE="broken")
         sm.update_endpoint(EndpointName=name, EndpointConfigName=broken)
         after = _wait_in_service(sm, name)
-        time.sleep(0.5)
+        answered = len(seen)  # the failed update has ended: the calls from now on show what serves after it
+        wait_for(lambda: len(seen) >= answered + 3 or failures, 60, interval=0.1,
+                 message=lambda: f"no calls answered after the failed update (failures: {failures})")
     finally:
         stop.set()
         caller.join()

@@ -7,14 +7,13 @@ import json
 import os
 import socket
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 
 from local_aws import bootstrap, stack
 from local_aws.settings import REPO_ROOT, load_settings
-from tests.conftest import free_port
+from tests.conftest import ENDPOINT_WAITER, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -109,9 +108,8 @@ def _start_an_endpoint(settings) -> None:
                     PrimaryContainer={"Image": image, "ModelDataUrl": "s3://surgical-models/toy/model.tar.gz"})
     sm.create_endpoint_config(EndpointConfigName="c", ProductionVariants=[{
         "VariantName": "AllTraffic", "ModelName": "m", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
-    sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
-    time.sleep(0.5)
-    sm.get_waiter("endpoint_in_service").wait(EndpointName="e", WaiterConfig={"Delay": 0.5, "MaxAttempts": 60})
+    sm.create_endpoint(EndpointName="e", EndpointConfigName="c")  # Creating at once: the waiter can start
+    sm.get_waiter("endpoint_in_service").wait(EndpointName="e", WaiterConfig=ENDPOINT_WAITER)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path):

@@ -20,7 +20,7 @@ from include.lambdas.s3_to_sqs import video_id_for
 from include.synthetic import generate_video
 from local_aws import bootstrap
 from local_aws.settings import ACCOUNT_ID, REPO_ROOT
-from tests.conftest import run_dag_test
+from tests.conftest import run_dag_test, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -121,13 +121,28 @@ def uploads(aws, local_stack, stages, tmp_path_factory) -> dict[str, dict[str, s
     return uploaded
 
 
+def _queued(aws: Any, stage: str, video_id: str) -> bool:
+    """Whether the stage's Lambda has logged the upload's message as sent (its run's lines are written when the run
+    has ended: everything it sent, to whichever queue, was sent by then)."""
+    logs = aws("logs")
+    try:
+        pages = list(logs.get_paginator("filter_log_events").paginate(
+            logGroupName=f"/aws/lambda/surgical-s3-to-sqs-{stage}"))
+    except logs.exceptions.ResourceNotFoundException:  # no run has logged yet
+        return False
+    return any(f"\tvideo_id={video_id} queued: " in event["message"]
+               for page in pages for event in page["events"])
+
+
 def test_an_upload_reaches_its_own_stage_queue_only(aws, uploads):
     sqs = aws("sqs")
     queues = {stage: build_config(stage).video_queue for stage in STAGES}
-    deadline = time.time() + 60
-    while time.time() < deadline and not all(_depth(sqs, queue) for queue in queues.values()):
-        time.sleep(0.5)
-    time.sleep(2)  # a message sent to the wrong stage as well would show up now
+    # S3 runs each stage's Lambda asynchronously: a run and 2 retries, each of at most the function's Timeout (60 s)
+    wait_for(lambda: all(_queued(aws, stage, uploads[stage]["video_id"]) for stage in STAGES)
+             and all(_depth(sqs, queue) for queue in queues.values()), 3 * 60 + 60,
+             message=lambda: f"each stage's upload on its queue expected; depths "
+                             f"{ {stage: _depth(sqs, queue) for stage, queue in queues.items()} }")
+    time.sleep(2)  # the runs have ended (positive check above): a message sent to the wrong stage as well shows now
     for stage, queue in queues.items():
         config = build_config(stage)
         messages = _peek(sqs, queue)

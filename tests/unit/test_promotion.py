@@ -9,8 +9,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from include.promotion import DifferentTestSets, PromotionPolicy, class_ap50, map50, match, promotion_decision
-from tests.evaluations import CLASSES, synthetic_eval
+from include.promotion import (
+    DifferentTestSets,
+    PromotionPolicy,
+    class_ap50,
+    difference_interval,
+    evaluation_records,
+    map50,
+    match,
+    promotion_decision,
+)
+from tests.evaluations import CLASSES, exact_eval, synthetic_eval
 
 
 def test_ap50_equals_pycocotools(tmp_path):
@@ -84,3 +93,225 @@ def test_a_one_video_test_set_is_resampled_by_frames_not_decided_on_a_point_esti
     decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.0, resamples=300))
     low, high = decision.figures["difference_ci"]
     assert decision.figures["unit"].startswith("frame") and low < high
+
+
+# --- Each of the rule's three conditions at its boundary (exact evaluations: AP is the share of COCO's 101 recall
+# points at or below a class's recall, so every figure below is known before the rule runs).
+
+def _map(images) -> float:
+    return map50(match(images, CLASSES))
+
+
+def test_the_default_policy_is_the_documented_one():
+    assert PromotionPolicy() == PromotionPolicy(floor_map50=0.8, max_class_regression=0.05, confidence=0.95,
+                                                resamples=1000, unit="video", seed=0)
+
+
+def test_exact_evaluations_have_the_ap_coco_defines():
+    images = exact_eval({"scalpel": [10, 10], "retractor": [5, 5], "tumor": [0, 0]})
+    assert class_ap50(match(images, CLASSES)) == pytest.approx({"scalpel": 1.0, "retractor": 51 / 101,
+                                                                "tumor": 0.0}, abs=1e-12)
+
+
+def test_the_floor_admits_a_candidate_at_its_value_and_rejects_one_just_below():
+    candidate = exact_eval({name: [8, 9, 7, 8] for name in CLASSES})
+    value = _map(candidate)
+    at = promotion_decision(candidate, None, CLASSES, PromotionPolicy(floor_map50=value))
+    assert at.approved and f"meets the floor {value:.2f}" in at.summary and at.figures["floor_map50"] == value
+    above = promotion_decision(candidate, None, CLASSES, PromotionPolicy(floor_map50=float(np.nextafter(value, 2))))
+    assert not above.approved and "below the floor" in above.summary
+
+
+@pytest.mark.parametrize(("found", "approved"), [
+    ([8, 8, 8, 8, 8, 8, 8, 8, 7, 7], False),  # recall 0.78 -> mAP 79/101 = 0.782: just under 0.8
+    ([9, 8, 8, 8, 8, 8, 8, 8, 8, 9], True),  # recall 0.82 -> mAP 83/101 = 0.822: just over
+])
+def test_the_default_floor_is_080(found, approved):
+    candidate = exact_eval({name: found for name in CLASSES})
+    assert abs(_map(candidate) - 0.8) < 0.025
+    decision = promotion_decision(candidate, None, CLASSES)
+    assert decision.approved is approved, decision.summary
+    assert decision.reasons[-1] == "no champion yet: the floor alone decides"
+
+
+def test_a_higher_map_whose_confidence_interval_touches_zero_is_rejected():
+    """The candidate is better on one video of four and equal on the rest: every resample without that video shows
+    no gain, so the interval's lower end is exactly 0 and the point estimate alone must not promote it."""
+    candidate = exact_eval({name: [10, 10, 10, 10] for name in CLASSES})
+    champion = exact_eval({name: [5, 10, 10, 10] for name in CLASSES})
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=300))
+    assert decision.figures["difference"] > 0 and decision.figures["difference_ci"][0] == 0.0
+    assert not decision.approved
+    assert "does not beat the champion" in decision.summary and "does not lie above zero" in decision.summary
+    assert decision.figures["class_regressions"] == {}
+
+
+def test_a_gain_on_every_video_is_approved_with_an_interval_above_zero():
+    candidate = exact_eval({name: [10] * 6 for name in CLASSES})
+    champion = exact_eval({name: [7, 6, 7, 8, 7, 6] for name in CLASSES})
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=200))
+    assert decision.approved, decision.summary
+    assert decision.figures["difference_ci"][0] > 0 and "beats the champion by" in decision.summary
+    assert decision.figures["test_units"] == 6 and decision.figures["unit"] == "video"
+
+
+def test_an_equal_candidate_is_rejected():
+    same = exact_eval({name: [7, 6, 7, 8] for name in CLASSES})
+    decision = promotion_decision(same, same, CLASSES, PromotionPolicy(floor_map50=0.0, resamples=200))
+    assert not decision.approved and decision.figures["difference"] == 0.0
+    assert decision.figures["difference_ci"] == [0.0, 0.0]
+
+
+def _regressing(tumor: list[int]) -> tuple[list[dict], list[dict]]:
+    """A candidate far better on scalpel and retractor on every video, with ``tumor`` found of 10 per video where the
+    champion finds all."""
+    candidate = exact_eval({"scalpel": [10] * 10, "retractor": [10] * 10, "tumor": tumor})
+    champion = exact_eval({"scalpel": [6] * 10, "retractor": [6] * 10, "tumor": [10] * 10})
+    return candidate, champion
+
+
+def test_a_class_regressing_within_the_tolerance_does_not_block():
+    candidate, champion = _regressing([9, 10, 9, 10, 9, 10, 9, 10, 10, 10])  # recall 0.96: AP 97/101, -0.040
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=200))
+    assert decision.approved, decision.summary
+    assert decision.figures["class_regressions"] == {}
+
+
+def test_a_class_regressing_just_past_the_tolerance_blocks_a_better_model():
+    # recall 0.95: AP 95/101 (COCO's recall point "0.95" lies a rounding error above 95/100), -0.059
+    candidate, champion = _regressing([9, 9, 9, 9, 9, 10, 10, 10, 10, 10])
+    assert class_ap50(match(candidate, CLASSES))["tumor"] == pytest.approx(95 / 101, abs=1e-12)
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=200))
+    assert decision.figures["difference_ci"][0] > 0  # it does beat the champion overall
+    assert not decision.approved
+    assert decision.figures["class_regressions"] == {"tumor": round(95 / 101 - 1, 4)}
+    assert "class AP@0.5 regresses beyond 0.05: {'tumor': -0.0594}" in decision.summary
+
+
+def test_the_class_tolerance_is_inclusive_at_its_value():
+    candidate, champion = _regressing([9, 9, 9, 9, 9, 10, 10, 10, 10, 10])
+    drop = class_ap50(match(champion, CLASSES))["tumor"] - class_ap50(match(candidate, CLASSES))["tumor"]
+    assert 1.0 - drop == class_ap50(match(candidate, CLASSES))["tumor"]  # the boundary is exact in floating point
+    at = promotion_decision(candidate, champion, CLASSES,
+                            PromotionPolicy(floor_map50=0.5, max_class_regression=drop, resamples=200))
+    assert at.approved, at.summary
+    below = promotion_decision(candidate, champion, CLASSES,
+                               PromotionPolicy(floor_map50=0.5, max_class_regression=drop - 1e-9, resamples=200))
+    assert not below.approved and below.figures["class_regressions"] == {"tumor": round(-drop, 4)}
+
+
+def test_a_candidate_below_the_floor_is_rejected_even_when_it_beats_the_champion():
+    candidate = exact_eval({name: [8] * 6 for name in CLASSES})
+    champion = exact_eval({name: [5] * 6 for name in CLASSES})
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.9, resamples=200))
+    assert not decision.approved
+    assert "below the floor 0.90" in decision.summary and "beats the champion by" in decision.summary
+
+
+_FOUND = st.lists(st.integers(0, 4), min_size=3, max_size=3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.fixed_dictionaries({name: _FOUND for name in CLASSES}), st.fixed_dictionaries({name: _FOUND
+                                                                                        for name in CLASSES}),
+       st.floats(0.0, 1.0), st.floats(0.0, 0.5))
+def test_the_decision_is_exactly_the_three_conditions(cand_found, champ_found, floor, tolerance):
+    candidate, champion = exact_eval(cand_found, truths=4), exact_eval(champ_found, truths=4)
+    policy = PromotionPolicy(floor_map50=floor, max_class_regression=tolerance, resamples=100)
+    decision = promotion_decision(candidate, champion, CLASSES, policy)
+    cand, champ = match(candidate, CLASSES), match(champion, CLASSES)
+    low, _ = difference_interval(cand, champ, policy)
+    meets_floor = map50(cand) >= floor
+    beats = map50(cand) > map50(champ) and low > 0
+    cand_ap, champ_ap = class_ap50(cand), class_ap50(champ)
+    regresses = any(cand_ap[c] < champ_ap[c] - tolerance for c in CLASSES)
+    assert decision.approved == (meets_floor and beats and not regresses), decision.summary
+    assert ("below the floor" in decision.summary) == (not meets_floor)
+    assert ("does not beat the champion" in decision.summary) == (not beats)
+    assert ("regresses beyond" in decision.summary) == regresses
+
+
+def test_evaluation_records_key_images_by_file_name_and_refuse_old_evaluations():
+    trainer = {"per_class": {"scalpel": 0.5, "tumor": 0.2},
+               "images": [{"image_id": 7, "file_name": "frames/a/0001.jpg", "video_id": "a",
+                           "ground_truth": [], "detections": []}]}
+    records, classes = evaluation_records(trainer)
+    assert classes == ["scalpel", "tumor"]
+    assert records == [{"image_id": "frames/a/0001.jpg", "video_id": "a", "ground_truth": [], "detections": []}]
+    assert evaluation_records({**trainer, "classes": ["tumor"]})[1] == ["tumor"]
+    plain = {"per_image": [{"image_id": "x"}], "classes": ["scalpel"]}
+    assert evaluation_records(plain) == ([{"image_id": "x"}], ["scalpel"])
+    with pytest.raises(ValueError) as failure:
+        evaluation_records({"per_class": {}})
+    assert str(failure.value) == "evaluation has neither 'images' (trainer) nor 'per_image' records"
+    unnamed = {"per_class": {"tumor": 0.1}, "images": [{"image_id": 7, "video_id": "a", "ground_truth": [],
+                                                       "detections": []}]}
+    assert evaluation_records(unnamed)[0][0]["image_id"] == 7  # no file name: the image id keys it
+    old = {"per_class": {}, "images": [{"image_id": 1, "file_name": "f.jpg", "video_id": "a", "detections": []}]}
+    with pytest.raises(ValueError, match=r"f\.jpg has no 'ground_truth' boxes"):
+        evaluation_records(old)
+
+
+def test_one_test_image_is_decided_on_its_point_estimate():
+    candidate = exact_eval({name: [2] for name in CLASSES}, truths=2)[:1]
+    champion = exact_eval({name: [0] for name in CLASSES}, truths=2)[:1]
+    policy = PromotionPolicy(unit="frame", resamples=50)
+    cand, champ = match(candidate, CLASSES, unit="frame"), match(champion, CLASSES, unit="frame")
+    assert (map50(cand), map50(champ)) == (1.0, 0.0)
+    assert difference_interval(cand, champ, policy) == (1.0, 1.0)
+
+
+def test_two_test_videos_are_resampled_not_decided_on_the_point_estimate():
+    """Better on one video of two, equal on the other: a resample of the equal video twice shows no gain."""
+    candidate = exact_eval({name: [10, 10] for name in CLASSES})
+    champion = exact_eval({name: [5, 10] for name in CLASSES})
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=200))
+    assert decision.figures["test_units"] == 2 and decision.figures["difference"] > 0
+    assert decision.figures["difference_ci"][0] == 0.0 and not decision.approved
+
+
+def test_the_interval_has_the_policys_confidence():
+    candidate = exact_eval({name: [10, 9, 10, 8, 10, 9] for name in CLASSES})
+    champion = exact_eval({name: [7, 9, 5, 8, 6, 9] for name in CLASSES})
+    cand, champ = match(candidate, CLASSES), match(champion, CLASSES)
+    narrow = difference_interval(cand, champ, PromotionPolicy(confidence=0.5, resamples=400))
+    wide = difference_interval(cand, champ, PromotionPolicy(confidence=0.99, resamples=400))
+    default = difference_interval(cand, champ, PromotionPolicy(resamples=400))
+    assert wide[0] < default[0] < narrow[0] < narrow[1] < default[1] <= wide[1]
+
+
+def test_a_decision_records_every_figure_it_used():
+    """The whole record, with values known from the layout: AP of recall r is (points <= r) / 101 (scalpel 40/40 ->
+    1, retractor 39/40 -> 98/101, tumor 35/40 -> 88/101; champion 24/40 -> 61/101, 27/40 -> 68/101, 36/40 -> 91/101).
+    The interval is scipy's percentile bootstrap with the policy's seed (scipy is pinned in constraints.txt)."""
+    candidate = exact_eval({"scalpel": [10] * 4, "retractor": [9, 10, 10, 10], "tumor": [8, 8, 9, 10]})
+    champion = exact_eval({"scalpel": [6] * 4, "retractor": [7, 7, 6, 7], "tumor": [8, 9, 9, 10]})
+    decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=100,
+                                                                                seed=3))
+    candidate_aps = {"scalpel": 1.0, "retractor": round(98 / 101, 4), "tumor": round(88 / 101, 4)}
+    champion_aps = {"scalpel": round(61 / 101, 4), "retractor": round(68 / 101, 4), "tumor": round(91 / 101, 4)}
+    assert decision.to_dict() == {
+        "approved": True,
+        "reasons": ["mAP@0.5 0.9472 meets the floor 0.50", "beats the champion by +0.2211 (95% CI [+0.1996, +0.2527])"],
+        "figures": {"candidate_map50": round((101 + 98 + 88) / 303, 4), "floor_map50": 0.5,
+                    "candidate_class_ap50": candidate_aps, "test_images": 120, "test_units": 4, "unit": "video",
+                    "champion_map50": round((61 + 68 + 91) / 303, 4), "champion_class_ap50": champion_aps,
+                    "difference": round((101 + 98 + 88 - 61 - 68 - 91) / 303, 4), "difference_ci": [0.1996, 0.2527],
+                    "confidence": 0.95, "resamples": 100, "seed": 3, "class_regressions": {}},
+    }
+    by_frame = promotion_decision(candidate, None, CLASSES, PromotionPolicy(unit="frame"))
+    assert by_frame.to_dict() == {
+        "approved": True,
+        "reasons": ["mAP@0.5 0.9472 meets the floor 0.80", "no champion yet: the floor alone decides"],
+        "figures": {"candidate_map50": 0.9472, "floor_map50": 0.8, "candidate_class_ap50": candidate_aps,
+                    "test_images": 120, "test_units": 120, "unit": "frame"}}
+    assert by_frame.summary == "Approved: mAP@0.5 0.9472 meets the floor 0.80; no champion yet: the floor alone decides"
+
+
+def test_a_test_set_without_any_true_box_has_map_zero_and_undefined_class_aps():
+    images = [{"image_id": "a", "video_id": "v", "ground_truth": [], "detections": [
+        {"category": "tumor", "bbox": [0, 0, 5, 5], "score": 0.5}]}]
+    matched = match(images, CLASSES)
+    assert all(np.isnan(v) for v in class_ap50(matched).values()) and map50(matched) == 0.0
+    decision = promotion_decision(images, None, CLASSES, PromotionPolicy(floor_map50=0.0))
+    assert decision.figures["candidate_class_ap50"] == {"scalpel": None, "retractor": None, "tumor": None}
