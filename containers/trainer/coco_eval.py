@@ -22,7 +22,11 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-RECALL_POINTS = [round(x, 2) for x in np.linspace(0.0, 1.0, 101)]
+# pycocotools' recall thresholds (recThrs) exactly: np.linspace's values (0.7000000000000001, not 0.7), so a recall
+# that lands on a threshold samples the same detection as COCOeval does; RECALL_POINTS are the same, rounded, for the
+# PR curves written to JSON.
+RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
+RECALL_POINTS = [round(float(x), 2) for x in RECALL_THRESHOLDS]
 
 
 def _coco(gt: dict[str, Any]) -> COCO:
@@ -174,7 +178,7 @@ def ap50_from_images(images: list[dict[str, Any]], classes: list[str]) -> dict[s
         for i in range(len(precision) - 1, 0, -1):
             precision[i - 1] = max(precision[i - 1], precision[i])
         sampled = np.zeros(len(RECALL_POINTS))
-        indices = np.searchsorted(recall, RECALL_POINTS, side="left")
+        indices = np.searchsorted(recall, RECALL_THRESHOLDS, side="left")
         for r, index in enumerate(indices):
             if index < len(precision):
                 sampled[r] = precision[index]
