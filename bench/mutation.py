@@ -1,6 +1,6 @@
 """Mutation testing of the modules that decide (the gates): do their tests fail when the code is wrong?
 
-    .venv/bin/python bench/mutation.py [--only promotion deploy ...] [--max-children 2] [--fresh]
+    .venv/bin/python bench/mutation.py [--only promotion deploy ...] [--max-children 2] [--fresh] [--survivors]
 
 For each gate below, mutmut (pinned in ``requirements-mutation.txt``; ``make mutation`` installs it) mutates the
 gate's modules one small change at a time (``<`` -> ``<=``, a constant + 1, ``and`` -> ``or``, a call's argument
@@ -86,21 +86,10 @@ def workspace(gate: str, fresh: bool) -> Path:
     return folder
 
 
-def run_gate(gate: str, max_children: int, fresh: bool) -> dict[str, dict[str, str]]:
-    """mutant -> status, per module."""
-    folder = workspace(gate, fresh)
-    log = folder / "mutmut.log"
-    started = time.monotonic()
-    print(f"[{gate}] mutmut run in {folder} (log: {log})", flush=True)
-    with log.open("w") as out:
-        proc = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
-                               str(max_children)], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"[{gate}] mutmut failed (exit {proc.returncode}); the end of {log}:\n{tail}")
-    print(f"[{gate}] done in {time.monotonic() - started:.0f} s", flush=True)
+def statuses(folder: Path, modules: list[str]) -> dict[str, dict[str, str]]:
+    """mutant -> status, per module, from mutmut's records in the workspace."""
     results = {}
-    for module in GATES[gate][0]:
+    for module in modules:
         meta = folder / "mutants" / f"{module}.meta"
         codes = json.loads(meta.read_text())["exit_code_by_key"] if meta.exists() else {}
         results[module] = {name: ("not run" if code is None else STATUS.get(code, f"other ({code})"))
@@ -108,14 +97,37 @@ def run_gate(gate: str, max_children: int, fresh: bool) -> dict[str, dict[str, s
     return results
 
 
+def run_gate(gate: str, max_children: int, fresh: bool, survivors: bool) -> dict[str, dict[str, str]]:
+    """mutant -> status, per module."""
+    folder = workspace(gate, fresh)
+    log = folder / "mutmut.log"
+    started = time.monotonic()
+    again = [name for module in statuses(folder, GATES[gate][0]).values() for name, status in module.items()
+             if status == "survived"] if survivors else []
+    print(f"[{gate}] mutmut run in {folder} (log: {log})"
+          + (f": the {len(again)} survivors of the last run only" if survivors else ""), flush=True)
+    if survivors and not again:
+        return statuses(folder, GATES[gate][0])
+    with log.open("w") as out:
+        proc = subprocess.run([str(Path(sys.executable).with_name("mutmut")), "run", "--max-children",
+                               str(max_children), *again], cwd=folder, stdout=out, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"[{gate}] mutmut failed (exit {proc.returncode}); the end of {log}:\n{tail}")
+    print(f"[{gate}] done in {time.monotonic() - started:.0f} s", flush=True)
+    return statuses(folder, GATES[gate][0])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(GATES), help="these gates only")
     parser.add_argument("--max-children", type=int, default=2)
     parser.add_argument("--fresh", action="store_true", help="start each gate's workspace over")
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-test only the last run's survivors, against the checkout's current tests")
     args = parser.parse_args()
     equivalents = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
-    report = {gate: run_gate(gate, args.max_children, args.fresh) for gate in (args.only or GATES)}
+    report = {gate: run_gate(gate, args.max_children, args.fresh, args.survivors) for gate in (args.only or GATES)}
     (WORK / "report.json").write_text(json.dumps(report, indent=1))
 
     killed_all = total_all = unexplained = 0

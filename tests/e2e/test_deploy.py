@@ -12,20 +12,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sqlite3
+import subprocess
+import sys
 import tarfile
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
-from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from local_aws.settings import REPO_ROOT
-from tests.conftest import run_dag_test, wait_for
+from tests.conftest import run_dag_test
 from tests.datasets import make_dataset, upload_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -188,22 +186,11 @@ def test_a_model_that_serves_but_fails_the_smoke_test_is_rolled_back_to_the_prev
 
 
 def _reviewer(env: dict, choice: str) -> dict:
-    """A person at the Airflow UI: waits for the approve task's request (its row in Airflow's ``hitl_detail`` table)
-    and answers it as the UI's HITL endpoint does (chosen option, who, when). Returns what the request said."""
-    database = Path(env["AIRFLOW_HOME"]) / "airflow.db"
-
-    def pending() -> tuple | None:
-        with closing(sqlite3.connect(database, timeout=30)) as connection:
-            return connection.execute("SELECT ti_id, subject, body, options, created_at FROM hitl_detail "
-                                      "WHERE responded_at IS NULL").fetchone()
-
-    ti_id, subject, body, options, created_at = wait_for(pending, 300, 1, "the approve task asked nobody")
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f") + created_at[26:]  # created_at's format and zone
-    with closing(sqlite3.connect(database, timeout=30)) as connection, connection:
-        connection.execute("UPDATE hitl_detail SET chosen_options = ?, responded_at = ?, responded_by = ?, "
-                           "params_input = ? WHERE ti_id = ?",
-                           (json.dumps([choice]), now, json.dumps({"id": "reviewer", "name": "Reviewer"}), "{}", ti_id))
-    return {"subject": subject, "body": body, "options": json.loads(options)}
+    """A person at the Airflow UI answering the approve task (tests/hitl_reviewer.py); what the request said."""
+    answered = subprocess.run([sys.executable, "-m", "tests.hitl_reviewer", choice, "400"], cwd=REPO_ROOT,
+                              env={**env, "PYTHONPATH": str(REPO_ROOT)}, capture_output=True, text=True, timeout=500)
+    assert answered.returncode == 0, answered.stderr[-3000:]
+    return json.loads(answered.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("choice", ["Reject", "Approve"])
@@ -218,7 +205,7 @@ def test_where_a_person_approves_deploys_nothing_until_approved(aws, airflow_hom
         asked = pool.submit(_reviewer, env, choice)
         states, output = _deploy(env, packages[version])
         request = asked.result(timeout=60)
-    assert request["options"] == ["Approve", "Reject"], request
+    assert request["task_id"] == "approve" and request["options"] == ["Approve", "Reject"], request
     assert request["subject"].startswith(f"Deploy surgical-detector-{version}-"), request
     assert packages[version] in request["body"] and serving in request["body"], request
     assert states["gate"] == "success" and states["no_approval_needed"] == "skipped", output[-6000:]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from include.promotion import (
     DifferentTestSets,
     PromotionPolicy,
+    _iou,
     class_ap50,
     difference_interval,
     evaluation_records,
@@ -22,11 +23,15 @@ from include.promotion import (
 from tests.evaluations import CLASSES, exact_eval, synthetic_eval
 
 
-def test_ap50_equals_pycocotools(tmp_path):
+@pytest.mark.parametrize("tied_scores", [False, True])  # ties: both order detections by a stable sort
+def test_ap50_equals_pycocotools(tmp_path, tied_scores):
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     images = synthetic_eval(seed=3, skill=0.7)
+    if tied_scores:  # scores of 0.3, 0.6 and 0.9 only: hundreds of true and false positives tie
+        images = [{**image, "detections": [{**d, "score": round(0.3 * max(1, round(d["score"] / 0.3)), 1)}
+                                           for d in image["detections"]]} for image in images]
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(CLASSES)]
     ids = {n: i + 1 for i, n in enumerate(CLASSES)}
     gt = {"images": [{"id": i + 1, "width": 640, "height": 360} for i in range(len(images))], "categories": categories,
@@ -65,6 +70,37 @@ def test_a_clearly_better_candidate_replaces_the_champion_with_its_figures():
 def test_different_test_sets_cannot_be_compared():
     with pytest.raises(DifferentTestSets, match="re-evaluate the champion"):
         promotion_decision(synthetic_eval(1, 0.9), synthetic_eval(1, 0.9, videos=5), CLASSES)
+    renamed = [{**image, "image_id": f"other-{image['image_id']}"} for image in synthetic_eval(2, 0.9)]
+    with pytest.raises(DifferentTestSets):  # as many images, other ones
+        promotion_decision(synthetic_eval(1, 0.9), renamed, CLASSES)
+
+
+def test_the_same_test_set_in_another_order_is_the_same_test_set():
+    candidate, champion = synthetic_eval(1, 0.95), synthetic_eval(2, 0.6)
+    matched = match(list(reversed(candidate)), CLASSES)
+    assert matched.image_ids == sorted(image["image_id"] for image in candidate)
+    decision = promotion_decision(candidate, list(reversed(champion)), CLASSES,
+                                  PromotionPolicy(floor_map50=0.0, resamples=100))
+    assert decision.figures["champion_map50"] == round(map50(match(champion, CLASSES)), 4)
+
+
+def test_images_without_a_video_are_units_of_their_own():
+    images = [{k: v for k, v in image.items() if k != "video_id"} for image in synthetic_eval(1, 0.9, videos=2)]
+    assert match(images, CLASSES).units == sorted(image["image_id"] for image in images)
+    assert promotion_decision(images, None, CLASSES).figures["test_units"] == 16
+
+
+def test_a_truth_goes_to_the_best_scored_detection_once_at_iou_050_or_more():
+    truth = [{"category": "tumor", "bbox": [0, 0, 10, 10]}]
+    detections = [{"category": "tumor", "bbox": [0, 0, 10, 9], "score": 0.3},  # IoU 0.9, lower score
+                  {"category": "tumor", "bbox": [0, 0, 10, 10], "score": 0.8},  # exact, best score: the TP
+                  {"category": "tumor", "bbox": [0, 0, 10, 10], "score": 0.5}]  # a duplicate: FP
+    matched = match([{"image_id": "a", "ground_truth": truth, "detections": detections}], CLASSES)
+    assert matched.scores[0]["tumor"].tolist() == [0.8, 0.5, 0.3]
+    assert matched.tps[0]["tumor"].tolist() == [True, False, False]
+    half = [{"category": "tumor", "bbox": [0, 0, 10, 5], "score": 0.9}]  # IoU exactly 0.5 counts
+    assert match([{"image_id": "a", "ground_truth": truth, "detections": half}], CLASSES).tps[0]["tumor"].tolist() \
+        == [True]
 
 
 @settings(max_examples=25, deadline=None)
@@ -92,7 +128,8 @@ def test_a_one_video_test_set_is_resampled_by_frames_not_decided_on_a_point_esti
     candidate, champion = synthetic_eval(1, 0.95, videos=1, frames=16), synthetic_eval(2, 0.6, videos=1, frames=16)
     decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.0, resamples=300))
     low, high = decision.figures["difference_ci"]
-    assert decision.figures["unit"].startswith("frame") and low < high
+    assert decision.figures["unit"] == "frame (the test set has one video)" and low < high
+    assert decision.figures["test_units"] == 16 and decision.figures["test_images"] == 16
 
 
 # --- Each of the rule's three conditions at its boundary (exact evaluations: AP is the share of COCO's 101 recall
@@ -142,7 +179,9 @@ def test_a_higher_map_whose_confidence_interval_touches_zero_is_rejected():
     decision = promotion_decision(candidate, champion, CLASSES, PromotionPolicy(floor_map50=0.5, resamples=300))
     assert decision.figures["difference"] > 0 and decision.figures["difference_ci"][0] == 0.0
     assert not decision.approved
-    assert "does not beat the champion" in decision.summary and "does not lie above zero" in decision.summary
+    high = decision.figures["difference_ci"][1]
+    assert decision.reasons[1] == (f"does not beat the champion: difference {decision.figures['difference']:+.4f}, "
+                                   f"95% CI [+0.0000, {high:+.4f}] does not lie above zero")
     assert decision.figures["class_regressions"] == {}
 
 
@@ -253,12 +292,14 @@ def test_evaluation_records_key_images_by_file_name_and_refuse_old_evaluations()
 
 
 def test_one_test_image_is_decided_on_its_point_estimate():
-    candidate = exact_eval({name: [2] for name in CLASSES}, truths=2)[:1]
-    champion = exact_eval({name: [0] for name in CLASSES}, truths=2)[:1]
-    policy = PromotionPolicy(unit="frame", resamples=50)
+    truth = [{"category": "tumor", "bbox": [0, 0, 10, 10]}, {"category": "tumor", "bbox": [50, 50, 10, 10]}]
+    found = [{"category": "tumor", "bbox": [0, 0, 10, 10], "score": 0.9}]
+    candidate = [{"image_id": "a", "ground_truth": truth, "detections": [*found, {**found[0], "bbox": [50, 50, 10,
+                                                                                                        10]}]}]
+    champion = [{"image_id": "a", "ground_truth": truth, "detections": found}]
     cand, champ = match(candidate, CLASSES, unit="frame"), match(champion, CLASSES, unit="frame")
-    assert (map50(cand), map50(champ)) == (1.0, 0.0)
-    assert difference_interval(cand, champ, policy) == (1.0, 1.0)
+    assert (map50(cand), map50(champ)) == (1.0, 51 / 101)
+    assert difference_interval(cand, champ, PromotionPolicy(unit="frame", resamples=50)) == (50 / 101, 50 / 101)
 
 
 def test_two_test_videos_are_resampled_not_decided_on_the_point_estimate():
@@ -315,3 +356,19 @@ def test_a_test_set_without_any_true_box_has_map_zero_and_undefined_class_aps():
     assert all(np.isnan(v) for v in class_ap50(matched).values()) and map50(matched) == 0.0
     decision = promotion_decision(images, None, CLASSES, PromotionPolicy(floor_map50=0.0))
     assert decision.figures["candidate_class_ap50"] == {"scalpel": None, "retractor": None, "tumor": None}
+
+
+@pytest.mark.parametrize(("box", "other", "iou"), [
+    ([0, 0, 10, 10], [0, 0, 10, 10], 1.0),
+    ([0, 0, 10, 10], [5, 0, 10, 10], 50 / 150),
+    ([0, 0, 10, 10], [10, 0, 10, 10], 0.0),  # touching edges share no area
+    ([0, 0, 10, 10], [19, 19, 10, 10], 0.0),  # apart on both axes (the gaps' product is no overlap)
+    ([0, 0, 10, 10], [15, 0, 10, 10], 0.0),  # apart along x only
+    ([0, 0, 10, 10], [0, 15, 10, 10], 0.0),  # apart along y only
+    ([0, 0, 10, 10], [0, 9.5, 10, 10], 5 / 195),  # overlapping by less than a pixel
+    ([0, 0, 0.5, 0.5], [0, 0, 0.5, 0.5], 1.0),  # boxes under one square pixel
+    ([3, 3, 0, 0], [3, 3, 0, 0], 0.0),  # no area: no overlap
+])
+def test_iou(box, other, iou):
+    assert _iou(box, np.array([other], dtype=float)) == pytest.approx([iou], abs=1e-12)
+    assert _iou(box, np.zeros((0, 4))).shape == (0,)
