@@ -131,8 +131,9 @@ def class_ap50(matched: MatchedImages, weights: np.ndarray | None = None) -> dic
             result[name] = float("nan")  # no true box of this class: AP undefined (COCO leaves it out)
             continue
         scores, tps, image_of = matched.flat(name)
-        kept = weights[image_of] > 0  # a resample leaves some images out
-        score, tp, weight = scores[kept], tps[kept], weights[image_of][kept]
+        per_detection = weights[image_of]
+        kept = per_detection > 0  # a resample leaves some images out
+        score, tp, weight = scores[kept], tps[kept], per_detection[kept]
         if len(score) == 0:
             result[name] = 0.0
             continue
