@@ -11,8 +11,8 @@ hang (counted as killed: the mutant changed behaviour). Each gate runs in a work
 over); ``mutmut results`` / ``mutmut show <mutant>`` in that folder show a survivor's diff.
 
 Prints per gate and module: killed, survived, timeout, not run, score = (killed + timeout) / mutants; each survivor
-with the reason it is equivalent (``bench/mutation_equivalents.json``: a mutant no test can kill because the program
-behaves the same) or ``NOT EXPLAINED``. Ends with
+with the reason it is equivalent (``bench/mutation_equivalents/<gate>.json``: a mutant no test can kill because the
+program behaves the same) or ``NOT EXPLAINED``. Ends with
 
     RESULT mutation_score=<killed/total> modules=<n> survivors=<n>
 
@@ -35,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".local" / "mutation"
-EQUIVALENTS = Path(__file__).with_name("mutation_equivalents.json")
+EQUIVALENTS = Path(__file__).with_name("mutation_equivalents")  # <gate>.json: mutant -> why it is equivalent
 
 # gate -> (modules mutated, the tests that guard them)
 GATES: dict[str, tuple[list[str], list[str]]] = {
@@ -54,8 +54,10 @@ GATES: dict[str, tuple[list[str], list[str]]] = {
     "request_validator": (["local_aws/sagemaker/validation.py", "local_aws/sagemaker/rules.py"],
                           ["tests/unit/test_sagemaker_rules.py", "tests/unit/test_security.py"]),
 }
-STATUS = {1: "killed", 3: "killed", 0: "survived", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout",
-          255: "timeout"}
+# mutmut's exit codes (mutmut.stats.status_by_exit_code); "no tests" (no selected test reaches the mutated function)
+# counts as a survivor
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 36: "timeout", 24: "timeout",
+          -24: "timeout", 152: "timeout", 255: "timeout"}
 
 
 def workspace(gate: str, fresh: bool) -> Path:
@@ -126,7 +128,8 @@ def main() -> int:
     parser.add_argument("--survivors", action="store_true",
                         help="re-test only the last run's survivors, against the checkout's current tests")
     args = parser.parse_args()
-    equivalents = json.loads(EQUIVALENTS.read_text()) if EQUIVALENTS.exists() else {}
+    equivalents = {name: reason for path in sorted(EQUIVALENTS.glob("*.json"))
+                   for name, reason in json.loads(path.read_text()).items()}
     report = {gate: run_gate(gate, args.max_children, args.fresh, args.survivors) for gate in (args.only or GATES)}
     (WORK / "report.json").write_text(json.dumps(report, indent=1))
 

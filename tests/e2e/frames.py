@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from include.lambdas.s3_to_sqs import video_id_for
 from include.synthetic import generate_video
 from local_aws.settings import REPO_ROOT, StackSettings
-from tests.conftest import run_dag_test
+from tests.conftest import run_dag_test, wait_for
 
 
 def upload_and_extract(aws, airflow_home: dict, local_stack: StackSettings, folder: Path, prefix: str,
@@ -30,9 +29,9 @@ def upload_and_extract(aws, airflow_home: dict, local_stack: StackSettings, fold
         key = f"videos/{prefix}-{index}.mp4"
         put = s3.put_object(Bucket="surgical-videos-raw", Key=key, Body=path.read_bytes())
         video_ids.append(video_id_for("surgical-videos-raw", key, put["VersionId"]))
-    deadline = time.time() + 30
-    while time.time() < deadline and queued() < before + len(seeds):
-        time.sleep(0.5)
+    # S3 invokes the ingest Lambda asynchronously: a run and 2 retries, each of at most its Timeout (60 s)
+    wait_for(lambda: queued() >= before + len(seeds), 3 * 60 + 60,
+             message=lambda: f"{len(seeds)} upload messages expected on the queue; {queued() - before} came")
     states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "ingest_and_extract")
     assert states["settle"] == "success", output[-5000:]
     return video_ids

@@ -17,7 +17,10 @@ import tarfile
 import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
 
 import pytest
 
@@ -165,8 +168,57 @@ def test_normal_traffic_raises_nothing_over_several_windows(aws, airflow_home, l
                                        for s in summaries), summaries
 
 
+class _AirflowApi(BaseHTTPRequestHandler):
+    """Airflow 3's REST API as the trigger Lambda uses it (POST /auth/token, then POST
+    /api/v2/dags/drift_retrain/dagRuns), recording the runs asked for."""
+
+    runs: ClassVar[dict] = {}
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/auth/token":
+            return self._send(201, {"access_token": "recorded"})
+        if self.path != "/api/v2/dags/drift_retrain/dagRuns" or self.headers.get("Authorization") != \
+                "Bearer recorded":
+            return self._send(404, {"detail": f"not the trigger Airflow expects: {self.path}"})
+        if body["dag_run_id"] in self.runs:
+            return self._send(409, {"detail": "DAG Run already exists"})
+        self.runs[body["dag_run_id"]] = body
+        return self._send(200, {"dag_run_id": body["dag_run_id"], "state": "queued"})
+
+    def _send(self, status, payload):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def airflow_api(aws):
+    """The trigger Lambda pointed (UpdateFunctionConfiguration) at a recorder of Airflow's REST API; put back after."""
+    lam = aws("lambda")
+    function = next(f["FunctionName"] for f in lam.list_functions()["Functions"]
+                    if f["FunctionName"].startswith("surgical-trigger-drift-retrain"))
+    environment = lam.get_function_configuration(FunctionName=function)["Environment"]
+    _AirflowApi.runs = {}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _AirflowApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    lam.update_function_configuration(FunctionName=function, Environment={"Variables": {
+        **environment["Variables"], "AIRFLOW_API_URL": f"http://127.0.0.1:{server.server_port}"}})
+    try:
+        yield SimpleNamespace(runs=_AirflowApi.runs, function=function)
+    finally:
+        lam.update_function_configuration(FunctionName=function, Environment=environment)
+        server.shutdown()
+
+
 def test_drift_traffic_raises_violations_the_alarm_and_sends_its_videos_to_labeling(aws, airflow_home, local_stack,
-                                                                                    deployed):
+                                                                                    deployed, airflow_api):
     clear_of_the_hour(WINDOW_S)
     since = time.time()
     _send(aws, deployed["drift"], repeat=2)
@@ -185,13 +237,22 @@ def test_drift_traffic_raises_violations_the_alarm_and_sends_its_videos_to_label
     changes = _post(f"http://{local_stack.host}:{local_stack.base_port}/local/alarms/evaluate", {})
     alarm = aws("cloudwatch").describe_alarms(AlarmNames=["surgical-input-drift-local"])["MetricAlarms"][0]
     assert alarm["StateValue"] == "ALARM", (changes, alarm)
+    # the trigger Lambda ran its handler to the end: it asked Airflow's REST API (here the test's recorder of it:
+    # this module runs DAGs with `airflow dags test`, no api-server) for a drift_retrain run named after the alarm's
+    # state change, with the alarm's metrics in its conf, and logged the answer
+    wait_for(lambda: airflow_api.runs, 120, interval=2,
+             message="the alarm's EventBridge rule did not lead the trigger Lambda to ask Airflow for a run")
+    (run_id, body), = airflow_api.runs.items()
+    assert run_id.startswith("drift_alarm__surgical-input-drift-local__"), run_id
+    assert body["dag_run_id"] == run_id and body["logical_date"] is None, body
+    assert body["conf"]["alarm_name"] == "surgical-input-drift-local", body
+    assert [m["name"] for m in body["conf"]["metrics"]] == ["input_drift_psi"], body
     logs = aws("logs")
+    group = f"/aws/lambda/{airflow_api.function}"
 
-    def invoked() -> bool:
-        groups = [g["logGroupName"] for g in logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/")["logGroups"]
-                  if "trigger" in g["logGroupName"] or "drift" in g["logGroupName"]]
-        return any("START" in e["message"] for group in groups
+    def logged() -> bool:
+        return any(f"dag run {run_id} of drift_retrain created" in e["message"]
                    for e in logs.filter_log_events(logGroupName=group)["events"])
 
-    # EventBridge invokes it asynchronously; a run's lines are logged when it ends (its Timeout: 30 s)
-    wait_for(invoked, 120, interval=2, message="the alarm's EventBridge rule did not invoke the trigger Lambda")
+    # a run's lines are logged when it ends
+    wait_for(logged, 60, interval=2, message=f"the trigger Lambda's log in {group} does not say the run was created")

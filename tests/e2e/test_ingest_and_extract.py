@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from include.lambdas.s3_to_sqs import video_id_for
 from include.media import ffmpeg_exe
 from include.synthetic import generate_video
 from local_aws.settings import REPO_ROOT
-from tests.conftest import run_dag_test
+from tests.conftest import run_dag_test, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 RAW, FRAMES = "surgical-videos-raw", "surgical-frames-processed"
@@ -55,9 +54,10 @@ def batch(aws, tmp_path_factory):
         put = s3.put_object(Bucket=RAW, Key=f"videos/e2e-{name}", Body=item["path"].read_bytes())
         item["key"] = f"videos/e2e-{name}"
         item["video_id"] = video_id_for(RAW, item["key"], put["VersionId"])
-    deadline = time.time() + 30
-    while _queue_depth(sqs, "video-processing-queue") < before + len(items) and time.time() < deadline:
-        time.sleep(0.5)
+    # S3 invokes the ingest Lambda asynchronously: a run and 2 retries, each of at most its Timeout (60 s)
+    wait_for(lambda: _queue_depth(sqs, "video-processing-queue") >= before + len(items), 3 * 60 + 60,
+             message=lambda: f"{len(items)} upload messages expected on the queue; "
+                             f"{_queue_depth(sqs, 'video-processing-queue') - before} came")
     assert _queue_depth(sqs, "video-processing-queue") == before + len(items)
     return items
 

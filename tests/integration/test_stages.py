@@ -10,7 +10,6 @@ that stage's frames bucket only.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
@@ -142,7 +141,8 @@ def test_an_upload_reaches_its_own_stage_queue_only(aws, uploads):
              and all(_depth(sqs, queue) for queue in queues.values()), 3 * 60 + 60,
              message=lambda: f"each stage's upload on its queue expected; depths "
                              f"{ {stage: _depth(sqs, queue) for stage, queue in queues.items()} }")
-    time.sleep(2)  # the runs have ended (positive check above): a message sent to the wrong stage as well shows now
+    # every stage's run has ended (its 'queued' line is logged when the run ends, after its sends): a message it sent
+    # to another stage's queue as well is there now
     for stage, queue in queues.items():
         config = build_config(stage)
         messages = _peek(sqs, queue)
