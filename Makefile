@@ -7,12 +7,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
+.PHONY: containers mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(STAMP) browser label-studio-install  ## create .venv with Python 3.11, pinned dependencies and FFmpeg (+ chromium, Label Studio's venv)
+setup: $(STAMP) containers browser label-studio-install  ## create .venv with Python 3.11, pinned dependencies and FFmpeg (+ each container's own venv, chromium, Label Studio's venv)
+
+# Each container in an environment of its own (containers/<name>/.venv: its requirements.txt on its base image's
+# Python); the local SageMaker runs jobs and endpoints with it. Rebuilt only when its requirements change.
+containers: $(STAMP)  ## each container's own environment (containers/<name>/.venv, tests/containers/<name>/.venv)
+	@$(BIN)/python -m local_aws.container_envs
 
 # Label Studio in a venv of its own (.venv-label-studio; its pins clash with Airflow's): once, ~90 s.
 label-studio-install: $(STAMP)
@@ -109,4 +114,4 @@ constraints:  ## re-resolve the pinned sets (needs network to PyPI)
 	{ head -n 1 constraints-dev.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints-dev.txt.new && mv constraints-dev.txt.new constraints-dev.txt
 
 clean: down  ## remove the venv and the local state
-	rm -rf $(VENV) .venv-label-studio .local dist
+	rm -rf $(VENV) .venv-label-studio .local dist containers/*/.venv tests/containers/*/.venv

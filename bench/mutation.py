@@ -105,7 +105,7 @@ def run_gate(gate: str, max_children: int, fresh: bool, survivors: bool) -> dict
     log = folder / "mutmut.log"
     started = time.monotonic()
     again = [name for module in statuses(folder, GATES[gate][0]).values() for name, status in module.items()
-             if status == "survived"] if survivors else []
+             if status in ("survived", "no tests")] if survivors else []
     print(f"[{gate}] mutmut run in {folder} (log: {log})"
           + (f": the {len(again)} survivors of the last run only" if survivors else ""), flush=True)
     if survivors and not again:

@@ -3,8 +3,9 @@
 On AWS an image URI names an ECR repository; here the stack keeps a registry (``<home>/sagemaker/images.json``)
 from repository name to a folder with a Dockerfile (``containers/<name>/``, or a test's container). The command is
 what the Dockerfile would run: its ``ENTRYPOINT`` (exec form), ``ENV`` and ``WORKDIR``, with the paths its ``COPY``
-lines fill mapped back to the folder, and ``python`` meaning this interpreter (the dev venv carries the containers'
-requirements). Nothing in the container changes to run locally.
+lines fill mapped back to the folder, and ``python`` meaning the container's own environment, ``<folder>/.venv``: its
+``requirements.txt`` on its base image's Python (``local_aws.container_envs``, built by ``make setup``), never the
+Airflow environment the stack runs in. Nothing in the container changes to run locally.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +37,7 @@ class ContainerImage:
 
     def map_path(self, arg: str) -> str:
         if arg in _PYTHONS:
-            return sys.executable
+            return str(environment_python(self.repository, self.folder))
         for container_dir, local in self._copies():
             if arg == container_dir or arg.startswith(container_dir.rstrip("/") + "/"):
                 return str(local / arg[len(container_dir):].lstrip("/"))
@@ -45,6 +45,22 @@ class ContainerImage:
 
     def _copies(self) -> list[tuple[str, Path]]:
         return _copy_targets(self.folder)
+
+
+def environment_python(repository: str, folder: Path) -> Path:
+    """The interpreter of the container's own environment; refused (as an image that cannot start) when missing."""
+    from local_aws import container_envs
+
+    python = container_envs.venv_python(folder)
+    if not python.exists():
+        raise ValidationException(
+            f"image {repository}: the container has no environment of its own ({folder}/.venv, its requirements.txt "
+            f"on its base image's Python): run 'make setup' (python -m local_aws.container_envs {folder})")
+    if not container_envs.up_to_date(folder):
+        raise ValidationException(
+            f"image {repository}: {folder}/.venv is stale (its requirements.txt or base image's Python changed "
+            f"since it was built): run 'make setup' (python -m local_aws.container_envs {folder})")
+    return python
 
 
 def _dockerfile_lines(folder: Path) -> list[str]:

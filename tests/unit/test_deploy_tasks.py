@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -107,6 +108,13 @@ def sleeps(monkeypatch):
     return slept
 
 
+@pytest.fixture
+def logged(caplog):
+    """The task module's log lines so far, as (level, message)."""
+    caplog.set_level(logging.INFO, logger=tasks.log.name)
+    return lambda: [(r.levelname, r.getMessage()) for r in caplog.records if r.name == tasks.log.name]
+
+
 def _missing(stubber: Stubber, call: str, code: str, **params) -> None:
     stubber.add_client_error(call, service_error_code=code, service_message="not found", http_status_code=400,
                              expected_params=params)
@@ -147,6 +155,45 @@ def _planned(package: dict, model: bool, endpoint_config: bool, previous: str | 
         "endpoint": deploy.endpoint_request(CONFIG, package, name, RUN_ID),
         "previous_config": previous, "already_deployed": already,
     }
+
+
+# -- the clients ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("region", "runtime_kwargs"), [("eu-west-1", {"region_name": "eu-west-1"}), (None, {})])
+def test_clients_come_from_the_airflow_aws_connection(monkeypatch, region, runtime_kwargs):
+    from airflow.providers.amazon.aws.hooks import s3 as s3_hooks
+    from airflow.providers.amazon.aws.hooks import sagemaker as sagemaker_hooks
+
+    made: list[tuple] = []
+
+    class S3Hook:
+        def __init__(self, aws_conn_id):
+            made.append(("S3Hook", aws_conn_id))
+
+        def get_conn(self):
+            return "s3 client"
+
+    class Session:
+        def client(self, *args, **kwargs):
+            made.append(("client", args, kwargs))
+            return "runtime client"
+
+    class SageMakerHook:
+        conn = "sagemaker client"
+        conn_region_name = region
+
+        def __init__(self, aws_conn_id):
+            made.append(("SageMakerHook", aws_conn_id))
+
+        def get_session(self):
+            return Session()
+
+    monkeypatch.setattr(s3_hooks, "S3Hook", S3Hook)
+    monkeypatch.setattr(sagemaker_hooks, "SageMakerHook", SageMakerHook)
+
+    assert tasks._clients() == ("s3 client", "sagemaker client", "runtime client")
+    # the runtime client in the connection's region when it names one (else boto3's own default)
+    assert made == [("SageMakerHook", "aws_default"), ("S3Hook", "aws_default"),
+                    ("client", ("sagemaker-runtime",), runtime_kwargs)]
 
 
 # -- plan: which package ------------------------------------------------------------------------------------------
@@ -284,6 +331,43 @@ def test_plan_does_not_take_other_errors_for_a_missing_endpoint(aws):
     assert failure.value.operation_name == "DescribeEndpoint"
 
 
+def test_plan_waits_at_most_120_times_5_seconds_for_a_failed_endpoint_to_be_deleted(aws, sleeps, logged):
+    _describe_package(aws.sagemaker, PACKAGE)
+    aws.sagemaker.add_response("describe_endpoint", _endpoint("Failed", OLD, "image not found"),
+                               {"EndpointName": ENDPOINT})
+    aws.sagemaker.add_response("delete_endpoint", {}, {"EndpointName": ENDPOINT})
+    for _ in range(120):
+        aws.sagemaker.add_response("describe_endpoint", _endpoint("Deleting", OLD), {"EndpointName": ENDPOINT})
+
+    with pytest.raises(WaiterError) as failure:
+        tasks.plan({"model_package_arn": _arn(3)}, [], RUN_ID)
+
+    assert str(failure.value) == "Waiter EndpointDeleted failed: Max attempts exceeded"
+    assert sleeps == [5] * 119
+    assert logged() == [("WARNING", f"endpoint {ENDPOINT} is Failed (image not found): deleting it before creating "
+                                    f"it again")]
+
+
+@pytest.mark.parametrize(("status", "serving", "said"), [
+    (None, None, "nothing (new endpoint)"),
+    ("InService", OLD, OLD),
+    ("InService", "name", f"{NAME} (already deployed: nothing to change)"),
+    ("Updating", "name", NAME),
+])
+def test_plan_says_what_it_deploys_and_what_serves_now(aws, logged, status, serving, said):
+    _describe_package(aws.sagemaker, PACKAGE)
+    if status is None:
+        _missing(aws.sagemaker, "describe_endpoint", "ValidationException", EndpointName=ENDPOINT)
+    else:
+        aws.sagemaker.add_response("describe_endpoint", _endpoint(status, NAME if serving == "name" else serving),
+                                   {"EndpointName": ENDPOINT})
+    _existing_model_and_config(aws.sagemaker)
+
+    tasks.plan({"model_package_arn": _arn(3)}, [], RUN_ID)
+
+    assert logged() == [("INFO", f"package {_arn(3)} (v3) -> endpoint {ENDPOINT} as {NAME}; now serving {said}")]
+
+
 # -- the branch -----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("model", "endpoint_config", "already", "expected"), [
     ({"ModelName": "m"}, {"EndpointConfigName": "c"}, False,
@@ -304,9 +388,10 @@ def test_to_create_runs_the_creations_needed_then_the_update_or_only_the_verific
 
 
 # -- verify ---------------------------------------------------------------------------------------------------------
-def test_verify_passes_when_the_endpoint_serves_the_new_config(aws):
+def test_verify_passes_when_the_endpoint_serves_the_new_config(aws, logged):
     aws.sagemaker.add_response("describe_endpoint", _endpoint("InService", NAME), {"EndpointName": ENDPOINT})
     assert tasks.verify(PLANNED) == {"endpoint": ENDPOINT, "config": NAME}
+    assert logged() == [("INFO", f"endpoint {ENDPOINT} InService on {NAME}")]
 
 
 @pytest.mark.parametrize(("status", "serving", "reason", "said"), [
@@ -376,7 +461,7 @@ def clock(monkeypatch):
     return state
 
 
-def test_smoke_test_passes_when_the_endpoint_finds_the_evaluations_boxes_in_time(aws, clock):
+def test_smoke_test_passes_when_the_endpoint_finds_the_evaluations_boxes_in_time(aws, clock, logged):
     _evaluation(aws.s3, IMAGES)
     _frame(aws, "frames/a/0.jpg", ANSWER_A0)
     _frame(aws, "frames/b/2.jpg", ANSWER_B2)
@@ -387,6 +472,7 @@ def test_smoke_test_passes_when_the_endpoint_finds_the_evaluations_boxes_in_time
     assert result == {"frames": 2, "mean_agreement": 1.0, "min_agreement": 1.0, "p50_ms": 187.5, "p95_ms": 243.8,
                       "passed": True, "reasons": ["2 frames: agreement 100%, p50 188 ms, p95 244 ms"]}
     assert clock.ticks == [0.0, 0.125, 10.0, 10.25]
+    assert logged() == [("INFO", f"smoke test of {NAME}: {json.dumps(result)}")]
 
 
 def test_smoke_test_fails_when_the_boxes_disagree(aws, clock):
@@ -444,11 +530,38 @@ def test_smoke_test_of_no_frame_fails(aws, clock, monkeypatch):
     assert str(failure.value) == "smoke test failed: no test frame could be sent to the endpoint"
 
 
+def test_smoke_test_names_every_reason_it_failed(aws, clock, monkeypatch):
+    monkeypatch.setattr(tasks, "load_config", lambda: build_config("local", {
+        "region": "us-east-1", "endpoint_name": ENDPOINT, "smoke_test_frames": 2, "smoke_min_agreement": 0.9,
+        "smoke_latency_budget_ms": 200.0}))
+    _evaluation(aws.s3, IMAGES)
+    _frame(aws, "frames/a/0.jpg", ANSWER_A0)
+    _frame(aws, "frames/b/2.jpg", ANSWER_B2_HALF)
+
+    with pytest.raises(RuntimeError) as failure:
+        tasks.smoke_test(PLANNED)
+
+    assert str(failure.value) == ("smoke test failed: detections agree with the package's evaluation on 75% of "
+                                  "boxes, below 90%; p95 latency 244 ms is over the budget of 200 ms")
+
+
+@pytest.mark.parametrize("frames", [-1, -3])
+def test_smoke_test_of_a_negative_frame_count_sends_no_frame_and_fails(aws, clock, monkeypatch, frames):
+    monkeypatch.setattr(tasks, "load_config", lambda: build_config("local", {
+        "region": "us-east-1", "endpoint_name": ENDPOINT, "smoke_test_frames": frames}))
+    _evaluation(aws.s3, IMAGES)
+
+    with pytest.raises(RuntimeError) as failure:
+        tasks.smoke_test(PLANNED)
+
+    assert str(failure.value) == "smoke test failed: no test frame could be sent to the endpoint"
+
+
 # -- rollback -------------------------------------------------------------------------------------------------------
 WAITER = {"EndpointName": ENDPOINT}
 
 
-def test_rollback_puts_the_endpoint_back_on_the_previous_config_and_fails(aws, sleeps):
+def test_rollback_puts_the_endpoint_back_on_the_previous_config_and_fails(aws, sleeps, logged):
     aws.sagemaker.add_response("describe_endpoint", _endpoint("Updating", NAME), WAITER)  # what serves
     aws.sagemaker.add_response("describe_endpoint", _endpoint("Updating", NAME), WAITER)  # wait for the update
     aws.sagemaker.add_response("describe_endpoint", _endpoint("InService", NAME), WAITER)
@@ -464,6 +577,7 @@ def test_rollback_puts_the_endpoint_back_on_the_previous_config_and_fails(aws, s
     assert str(failure.value) == (f"deploying {_arn(3)} failed at deploy.verify, smoke_test: endpoint {ENDPOINT} "
                                   f"rolled back to {OLD}")
     assert sleeps == [5, 5]
+    assert logged() == [("WARNING", f"rolling {ENDPOINT} back to {OLD}")]
 
 
 def test_rollback_waits_at_most_120_times_5_seconds_for_the_failed_update(aws, sleeps):
@@ -536,7 +650,7 @@ def test_rollback_of_a_first_deployment_has_nothing_to_go_back_to(aws, sleeps, e
 
 
 # -- record ---------------------------------------------------------------------------------------------------------
-def test_record_writes_the_deployment_and_the_latest_pointer(aws):
+def test_record_writes_the_deployment_and_the_latest_pointer(aws, logged):
     smoke = {"frames": 2, "mean_agreement": 1.0, "min_agreement": 1.0, "p50_ms": 187.5, "p95_ms": 243.8,
              "passed": True, "reasons": ["2 frames: agreement 100%, p50 188 ms, p95 244 ms"]}
     endpoint = {**_endpoint("InService", NAME), "LastModifiedTime": datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC)}
@@ -550,3 +664,16 @@ def test_record_writes_the_deployment_and_the_latest_pointer(aws):
                                                              "ContentType": "application/json"})
 
     assert tasks.record(PLANNED, smoke, RUN_ID) == entry
+    assert logged() == [("INFO", f"deployment recorded: {json.dumps(entry)}")]
+
+
+def test_record_keeps_a_modification_time_that_is_not_a_datetime_as_text(aws):
+    smoke = {"frames": 2, "passed": True}
+    endpoint = {**_endpoint("InService", NAME), "LastModifiedTime": "2026-02-03T04:05:06Z"}
+    aws.sagemaker.add_response("describe_endpoint", endpoint, {"EndpointName": ENDPOINT})
+    aws.s3.add_response("put_object", {"ETag": '"1"'})
+    aws.s3.add_response("put_object", {"ETag": '"2"'})
+
+    entry = tasks.record(PLANNED, smoke, RUN_ID)
+
+    assert entry["deployed_at"] == "2026-02-03T04:05:06Z" and entry["smoke_test"] == smoke
