@@ -73,8 +73,9 @@ airflow-status: setup  ## health of each local Airflow service
 status: setup  ## health of each local stack process
 	$(BIN)/python -m local_aws status
 
-lint: setup  ## ruff, bandit and cfn-lint (the IAM policy linter and the secrets scanner run in the tests)
+lint: setup  ## ruff, bandit, cfn-lint and hadolint (the IAM policy linter and the secrets scanner run in the tests)
 	$(BIN)/ruff check .
+	$(BIN)/hadolint --config .hadolint.yaml containers/*/Dockerfile tests/containers/*/Dockerfile
 	$(BIN)/bandit -q -c pyproject.toml --severity-level high -r dags include plugins local_aws tools containers
 	$(BIN)/cfn-lint infra/*.yaml
 

@@ -94,7 +94,8 @@ def _apt_tools(folder: Path) -> list[str]:
 
 def stamp_text(folder: Path) -> str:
     requirements = folder / "requirements.txt"
-    body = requirements.read_bytes() if requirements.exists() else b""
+    lines = requirements.read_text().splitlines() if requirements.exists() else []
+    body = "\n".join(line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()).encode()
     return (f"recipe {RECIPE}\npython {base_python(folder)}\ntools {' '.join(_apt_tools(folder))}\n"
             f"requirements sha256 {hashlib.sha256(body).hexdigest()}\n")
 

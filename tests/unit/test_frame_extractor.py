@@ -158,7 +158,7 @@ def test_dockerfile_and_requirements_follow_the_container_contract():
     assert image.command(None, [])[1] == str(FOLDER / "entrypoint.py")
     assert image.env["PYTHONUNBUFFERED"] == "1"
     dockerfile = (FOLDER / "Dockerfile").read_text()
-    assert dockerfile.startswith("#") and "FROM python:3.11-slim\n" in dockerfile
+    assert dockerfile.startswith("#") and "FROM python:3.11-slim-bookworm@sha256:" in dockerfile
     assert "apt-get install -y --no-install-recommends ffmpeg" in dockerfile
     assert "rm -rf /var/lib/apt/lists/*" in dockerfile
     requirements = (FOLDER / "requirements.txt").read_text().splitlines()
