@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,6 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="container folders (default: all)")
     parser.add_argument("--check", action="store_true", help="build nothing; exit 1 if one is missing or stale")
+    parser.add_argument("--jobs", type=int, default=2, help="environments built at once (default 2)")
     args = parser.parse_args()
     targets = [f.resolve() for f in args.folders] or folders()
     if args.check:
@@ -152,8 +154,11 @@ def main() -> int:
         for name in stale:
             print(f"missing or stale: {name}/.venv (run 'make setup')")
         return 1 if stale else 0
+    # two at a time: unpacking torch's wheels is most of the time, and it runs on one core per environment
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {folder: pool.submit(build, folder) for folder in targets}
     try:
-        built = [f for f in targets if build(f)]
+        built = [folder for folder, future in futures.items() if future.result()]
     except (ContainerEnvError, subprocess.CalledProcessError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
