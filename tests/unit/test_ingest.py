@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
+from datetime import UTC, datetime
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -119,3 +124,327 @@ def test_quarantine_twice_is_harmless(s3):
     assert quarantine_object(s3, **kwargs) == "quarantine/vid.mp4"
     assert s3.get_object(Bucket="raw", Key="quarantine/vid.mp4")["Body"].read() == b"junk"
     assert "Versions" not in s3.list_object_versions(Bucket="raw", Prefix="videos/bad.mp4")
+
+
+# -- exact values: what the DAG and the job are given --------------------------------------------------------------
+VIDEO = ingest.Video("0123456789abcdef0123", "raw", "videos/Case One.MP4", "v1", 42, ("h1",))
+
+
+def test_a_video_round_trips_through_its_dict():
+    data = VIDEO.to_dict()
+    assert data == {"video_id": "0123456789abcdef0123", "bucket": "raw", "key": "videos/Case One.MP4",
+                    "version_id": "v1", "size": 42, "receipt_handles": ["h1"]}
+    back = ingest.Video.from_dict(json.loads(json.dumps(data)))
+    assert back == VIDEO and back.receipt_handles == ("h1",)
+    bare = ingest.Video.from_dict({"video_id": "v", "bucket": "b", "key": "videos/x.avi", "version_id": None})
+    assert bare.receipt_handles == () and bare.size == 0 and bare.ext == ".avi"
+
+
+def test_parsed_videos_carry_every_field_of_the_message():
+    sized, unsized = message("h1", size=7), message("h2")
+    body = json.loads(unsized["Body"])
+    del body["size"]
+    unsized["Body"] = json.dumps(body)
+    batch = ingest.parse_messages([unsized, sized])  # the last message of a video gives its fields
+    [video] = batch.videos
+    assert (video.video_id, video.bucket, video.key, video.version_id, video.size, video.receipt_handles) == (
+        body["video_id"], "raw", "videos/a.mp4", "v1", 7, ("h2", "h1"))
+    [other] = ingest.parse_messages([unsized]).videos
+    assert other.size == 0
+
+
+def test_a_message_without_a_version_is_taken_as_it_is():
+    [video] = ingest.parse_messages([message("h", version_id=None, video_id="anything", size=3)]).videos
+    assert (video.video_id, video.version_id, video.size) == ("anything", None, 3)
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    ({"ReceiptHandle": "x", "Body": "[1, 2]"}, "malformed message: the body is not a JSON object"),
+    ({"ReceiptHandle": "x"}, "malformed message: Expecting value: line 1 column 1 (char 0)"),
+    (message("x", schema="other/v9"),
+     f"malformed message: unknown schema 'other/v9' (expected {MESSAGE_SCHEMA})"),
+    (message("x", video_id="forged"), "malformed message: video_id does not match bucket, key and version_id"),
+])
+def test_a_malformed_message_keeps_its_handle_body_and_exact_reason(raw, reason):
+    batch = ingest.parse_messages([raw])
+    assert batch.videos == []
+    assert batch.malformed == [{"receipt_handle": "x", "body": raw.get("Body", ""), "reason": reason}]
+
+
+def test_a_malformed_body_is_kept_up_to_2000_characters():
+    body = "x" * 2500
+    [bad] = ingest.parse_messages([{"ReceiptHandle": "x", "Body": body}]).malformed
+    assert bad["body"] == "x" * 2000
+
+
+def test_extraction_settings_and_their_hash():
+    settings = {"fps": 5.0, "jpeg_quality": 90, "max_side": 1280,
+                "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/surgical-mlops/frame-extractor:latest"}
+    assert ingest.extraction_settings(CONFIG) == settings
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    assert ingest.settings_hash(CONFIG) == digest
+    assert ingest.job_name(VIDEO, CONFIG) == f"frames-0123456789abcdef0123-{digest}"
+
+
+def test_processing_request_exactly():
+    run_id = "r" * 300
+    request = ingest.processing_request(VIDEO, CONFIG, run_id)
+    assert request == {
+        "ProcessingJobName": ingest.job_name(VIDEO, CONFIG),
+        "RoleArn": "arn:aws:iam::123456789012:role/surgical-sagemaker-execution",
+        "AppSpecification": {
+            "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/surgical-mlops/frame-extractor:latest",
+            "ContainerArguments": [
+                "--input", "/opt/ml/processing/input/video", "--output", "/opt/ml/processing/output/frames",
+                "--video-id", "0123456789abcdef0123", "--source-bucket", "raw",  # pragma: allowlist secret - a video id
+                "--source-key", "videos/Case One.MP4", "--source-version", "v1", "--fps", "5.0",
+                "--jpeg-quality", "90", "--max-side", "1280",
+            ],
+        },
+        "ProcessingInputs": [{"InputName": "video", "S3Input": {
+            "S3Uri": "s3://raw/staging/0123456789abcdef0123.mp4", "LocalPath": "/opt/ml/processing/input/video",
+            "S3DataType": "S3Prefix", "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}],
+        "ProcessingOutputConfig": {"Outputs": [{"OutputName": "frames", "S3Output": {
+            "S3Uri": "s3://surgical-frames-processed/frames/0123456789abcdef0123",
+            "LocalPath": "/opt/ml/processing/output/frames", "S3UploadMode": "EndOfJob"}}],
+            "KmsKeyId": TEST_KEY_ARN},
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceCount": 1, "InstanceType": "ml.c5.xlarge", "VolumeSizeInGB": 30,
+            "VolumeKmsKeyId": TEST_KEY_ARN}},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+        "NetworkConfig": {"EnableNetworkIsolation": True, "EnableInterContainerTrafficEncryption": True},
+        "Tags": [{"Key": "video_id", "Value": "0123456789abcdef0123"}, {"Key": "dag_run_id", "Value": "r" * 256},
+                 {"Key": "project", "Value": "surgical-mlops"}],
+    }
+
+
+def test_processing_request_without_a_key_or_a_version_and_its_default_run_id():
+    video = ingest.Video("0123456789abcdef0123", "raw", "videos/a.avi", None)
+    request = ingest.processing_request(video, build_config("local"))
+    assert request["ProcessingOutputConfig"] == {"Outputs": [{"OutputName": "frames", "S3Output": {
+        "S3Uri": "s3://surgical-frames-processed/frames/0123456789abcdef0123",
+        "LocalPath": "/opt/ml/processing/output/frames", "S3UploadMode": "EndOfJob"}}]}
+    assert "VolumeKmsKeyId" not in request["ProcessingResources"]["ClusterConfig"]
+    arguments = request["AppSpecification"]["ContainerArguments"]
+    assert arguments[arguments.index("--source-version") + 1] == ""
+    assert request["Tags"][1] == {"Key": "dag_run_id", "Value": "manual"}
+
+
+class FakeS3:
+    """Records the calls (name, kwargs); answers head_object from ``heads``, raises ``errors[name]`` if set."""
+
+    def __init__(self, heads: dict | None = None, errors: dict | None = None, body: bytes = b"") -> None:
+        self.calls: list[tuple[str, dict]] = []
+        self.heads, self.errors, self.body = heads or {}, errors or {}, body
+
+    def _call(self, name: str, kwargs: dict):
+        self.calls.append((name, kwargs))
+        if name in self.errors:
+            raise self.errors[name]
+
+    def head_object(self, **kwargs):
+        self._call("head_object", kwargs)
+        return self.heads.get(kwargs["Key"], {})
+
+    def get_object(self, **kwargs):
+        self._call("get_object", kwargs)
+        return {"Body": io.BytesIO(self.body)}
+
+    def copy_object(self, **kwargs):
+        self._call("copy_object", kwargs)
+
+    def put_object(self, **kwargs):
+        self._call("put_object", kwargs)
+
+    def delete_object(self, **kwargs):
+        self._call("delete_object", kwargs)
+
+
+def client_error(code: str, operation: str = "CopyObject") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": code}}, operation)
+
+
+def test_videos_from_keys_reads_each_current_version():
+    s3 = FakeS3(heads={"videos/a.mp4": {"VersionId": "v7", "ETag": '"e1"', "ContentLength": 11},
+                       "videos/b.avi": {"ETag": '"e2"', "ContentLength": 22}})
+    videos = ingest.videos_from_keys(s3, "raw", ["videos/a.mp4", "videos/b.avi"])
+    assert s3.calls == [("head_object", {"Bucket": "raw", "Key": "videos/a.mp4"}),
+                        ("head_object", {"Bucket": "raw", "Key": "videos/b.avi"})]
+    assert videos == [ingest.Video(video_id_for("raw", "videos/a.mp4", "v7"), "raw", "videos/a.mp4", "v7", 11),
+                      ingest.Video(video_id_for("raw", "videos/b.avi", "etag:e2:"), "raw", "videos/b.avi", None, 22)]
+
+
+def test_frames_done_reads_the_manifest_and_tolerates_only_a_missing_one():
+    video = ingest.Video("0123456789abcdef0123", "raw", "videos/a.mp4", "v1")
+    s3 = FakeS3(body=json.dumps({"video_id": video.video_id}).encode())
+    assert not ingest.frames_done(s3, video, CONFIG)  # no "extraction" record
+    assert s3.calls == [("get_object", {"Bucket": "surgical-frames-processed",
+                                        "Key": "frames/0123456789abcdef0123/frames.json"})]
+    for code in ("NoSuchKey", "404"):
+        assert not ingest.frames_done(FakeS3(errors={"get_object": client_error(code, "GetObject")}), video, CONFIG)
+    with pytest.raises(ClientError, match="AccessDenied"):
+        ingest.frames_done(FakeS3(errors={"get_object": client_error("AccessDenied", "GetObject")}), video, CONFIG)
+
+
+def test_staging_an_unversioned_object_copies_its_key():
+    s3 = FakeS3()
+    ingest.stage(s3, ingest.Video("0123456789abcdef0123", "raw", "videos/a.MP4", None))  # pragma: allowlist secret
+    assert s3.calls == [("copy_object", {"Bucket": "raw", "Key": "staging/0123456789abcdef0123.mp4",
+                                         "CopySource": {"Bucket": "raw", "Key": "videos/a.MP4"}})]
+
+
+# -- quarantine_object: the exact calls ----------------------------------------------------------------------------
+def test_quarantine_copies_the_version_with_its_reason_then_deletes_it(monkeypatch):
+    s3 = FakeS3()
+    reason = "r" * 1500
+    target = quarantine_object(s3, bucket="raw", key="videos/Bad.MP4", version_id="v3", video_id="vid",
+                               reason=reason, stage="extract", prefix="held/")
+    assert target == "held/vid.mp4"
+    [copy, put, delete] = s3.calls
+    assert copy == ("copy_object", {"Bucket": "raw", "Key": "held/vid.mp4",
+                                    "CopySource": {"Bucket": "raw", "Key": "videos/Bad.MP4", "VersionId": "v3"},
+                                    "MetadataDirective": "REPLACE",
+                                    "Metadata": {"quarantine-reason": "r" * 1024, "video-id": "vid"}})
+    name, kwargs = put
+    document = json.loads(kwargs.pop("Body"))
+    assert (name, kwargs) == ("put_object", {"Bucket": "raw", "Key": "held/vid.reason.json",
+                                             "ContentType": "application/json"})
+    at = document.pop("quarantined_at")
+    assert document == {"schema": "surgical-mlops/quarantine/v1", "video_id": "vid", "reason": reason,
+                        "stage": "extract", "source": {"bucket": "raw", "key": "videos/Bad.MP4", "version_id": "v3"},
+                        "quarantined_object": "held/vid.mp4"}
+    assert at.endswith("+00:00")
+    assert abs((datetime.now(UTC) - datetime.fromisoformat(at)).total_seconds()) < 60
+    assert delete == ("delete_object", {"Bucket": "raw", "Key": "videos/Bad.MP4", "VersionId": "v3"})
+
+
+def test_the_reason_document_is_indented_json():
+    s3 = FakeS3()
+    quarantine_object(s3, bucket="raw", key="videos/a.mp4", version_id=None, video_id="vid", reason="empty",
+                      stage="ingest")
+    body = s3.calls[1][1]["Body"]
+    assert body == json.dumps(json.loads(body), indent=2).encode()
+
+
+def test_quarantine_of_an_unversioned_object_names_no_version():
+    s3 = FakeS3()
+    assert quarantine_object(s3, bucket="raw", key="videos/a.avi", version_id=None, video_id="vid",
+                             reason="empty", stage="ingest") == "quarantine/vid.avi"
+    assert s3.calls[0][1]["CopySource"] == {"Bucket": "raw", "Key": "videos/a.avi"}
+    assert json.loads(s3.calls[1][1]["Body"])["source"] == {"bucket": "raw", "key": "videos/a.avi", "version_id": None}
+    assert s3.calls[2] == ("delete_object", {"Bucket": "raw", "Key": "videos/a.avi"})
+
+
+@pytest.mark.parametrize("code", ["NoSuchKey", "NoSuchVersion", "404"])
+def test_quarantine_of_a_version_already_gone_checks_the_target(code):
+    s3 = FakeS3(errors={"copy_object": client_error(code)})
+    assert quarantine_object(s3, bucket="raw", key="videos/a.mp4", version_id="v1", video_id="vid", reason="x",
+                             stage="extract") == "quarantine/vid.mp4"
+    assert [c[0] for c in s3.calls] == ["copy_object", "head_object"]
+    assert s3.calls[1] == ("head_object", {"Bucket": "raw", "Key": "quarantine/vid.mp4"})
+
+
+def test_quarantine_raises_any_other_copy_error():
+    s3 = FakeS3(errors={"copy_object": client_error("AccessDenied")})
+    with pytest.raises(ClientError, match="AccessDenied"):
+        quarantine_object(s3, bucket="raw", key="videos/a.mp4", version_id="v1", video_id="vid", reason="x",
+                          stage="extract")
+    assert [c[0] for c in s3.calls] == ["copy_object"]
+
+
+def test_quarantine_moves_the_exact_version_and_replaces_its_metadata(s3):
+    first = s3.put_object(Bucket="raw", Key="videos/a.mp4", Body=b"first", Metadata={"uploader": "jane"})
+    s3.put_object(Bucket="raw", Key="videos/a.mp4", Body=b"second")
+    quarantine_object(s3, bucket="raw", key="videos/a.mp4", version_id=first["VersionId"], video_id="vid",
+                      reason="bad", stage="extract")
+    held = s3.get_object(Bucket="raw", Key="quarantine/vid.mp4")
+    assert held["Body"].read() == b"first" and held["Metadata"] == {"quarantine-reason": "bad", "video-id": "vid"}
+    assert s3.head_object(Bucket="raw", Key="quarantine/vid.reason.json")["ContentType"] == "application/json"
+    assert s3.get_object(Bucket="raw", Key="videos/a.mp4")["Body"].read() == b"second"
+
+
+# -- latest_job and settle -----------------------------------------------------------------------------------------
+class FakeSageMaker:
+    """Processing jobs by name (newest first), each described by its dict; records the calls. Lists every job: the
+    name filter is SageMaker's, the choice among what it lists is latest_job's."""
+
+    def __init__(self, jobs: dict[str, dict]) -> None:
+        self.jobs, self.calls = jobs, []
+
+    def list_processing_jobs(self, **kwargs):
+        self.calls.append(("list_processing_jobs", kwargs))
+        return {"ProcessingJobSummaries": [{"ProcessingJobName": n} for n in self.jobs]}
+
+    def describe_processing_job(self, **kwargs):
+        self.calls.append(("describe_processing_job", kwargs))
+        return {"ProcessingJobName": kwargs["ProcessingJobName"], **self.jobs[kwargs["ProcessingJobName"]]}
+
+
+def test_latest_job_is_the_newest_of_the_name_or_its_retries():
+    name = "frames-" + "a" * 50 + "-1234abcd"  # longer than 52: retries keep its first 52 characters
+    retry = name[:52] + "-20261125"
+    sagemaker = FakeSageMaker({"x" + name: {}, retry: {"ProcessingJobStatus": "Failed"},
+                               name: {"ProcessingJobStatus": "Stopped"}})
+    assert ingest.latest_job(sagemaker, name) == {"ProcessingJobName": retry, "ProcessingJobStatus": "Failed"}
+    assert sagemaker.calls == [
+        ("list_processing_jobs", {"NameContains": name, "SortBy": "CreationTime", "SortOrder": "Descending",
+                                  "MaxResults": 10}),
+        ("describe_processing_job", {"ProcessingJobName": retry})]
+    assert ingest.latest_job(FakeSageMaker({"x" + name: {}}), name) is None
+    short = FakeSageMaker({"x-frames-1": {}, "frames-1": {"ProcessingJobStatus": "Completed"}})
+    assert ingest.latest_job(short, "frames-1")["ProcessingJobName"] == "frames-1"
+
+
+def test_settle_decides_each_video_and_cleans_what_is_settled(s3, caplog):
+    def video(name: str) -> ingest.Video:
+        put = s3.put_object(Bucket="raw", Key=f"videos/{name}.mp4", Body=name.encode())
+        v = ingest.Video(video_id_for("raw", f"videos/{name}.mp4", put["VersionId"]), "raw", f"videos/{name}.mp4",
+                         put["VersionId"])
+        ingest.stage(s3, v)
+        return v
+
+    extracted, done, failed, unexplained, running, missing = (video(n) for n in (
+        "extracted", "done", "failed", "unexplained", "running", "missing"))
+    for v in (extracted, done):
+        manifest = {"video_id": v.video_id, "extraction": {"fps": 5.0, "jpeg_quality": 90, "max_side": 1280}}
+        s3.put_object(Bucket=CONFIG.frames_bucket, Key=f"frames/{v.video_id}/frames.json",
+                      Body=json.dumps(manifest).encode())
+    sagemaker = FakeSageMaker({
+        ingest.job_name(extracted, CONFIG): {"ProcessingJobStatus": "Completed"},
+        ingest.job_name(failed, CONFIG): {"ProcessingJobStatus": "Failed", "FailureReason": "no video stream"},
+        ingest.job_name(unexplained, CONFIG): {"ProcessingJobStatus": "Failed"},
+        ingest.job_name(running, CONFIG): {"ProcessingJobStatus": "InProgress"},
+    })
+    caplog.set_level(logging.INFO, logger="include.ingest")
+    outcome = ingest.settle(s3, sagemaker, [extracted, done, failed, unexplained, running, missing], CONFIG)
+    assert outcome.summary() == {
+        "extracted": [extracted.video_id], "already_done": [done.video_id],
+        "quarantined": {failed.video_id: "no video stream", unexplained.video_id: "extraction failed"},
+        "pending": {running.video_id: "job InProgress", missing.video_id: "job missing"}}
+    assert outcome.quarantined == [(failed, "no video stream"), (unexplained, "extraction failed")]
+    assert outcome.pending == [(running, "job InProgress"), (missing, "job missing")]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "include.ingest"] == [
+        ("WARNING", f"video_id={failed.video_id} quarantined: no video stream"),
+        ("WARNING", f"video_id={unexplained.video_id} quarantined: extraction failed")]
+    document = json.loads(s3.get_object(Bucket="raw", Key=f"quarantine/{failed.video_id}.reason.json")["Body"].read())
+    assert (document["reason"], document["stage"]) == ("frame extraction failed: no video stream", "extract")
+    assert document["source"] == {"bucket": "raw", "key": "videos/failed.mp4", "version_id": failed.version_id}
+    assert s3.get_object(Bucket="raw", Key=f"quarantine/{failed.video_id}.mp4")["Body"].read() == b"failed"
+    staged = {o["Key"] for o in s3.list_objects_v2(Bucket="raw", Prefix="staging/").get("Contents", [])}
+    assert staged == {ingest.staging_key(running), ingest.staging_key(missing)}
+
+
+def test_an_empty_outcome_summarises_to_empty_collections():
+    assert ingest.Outcome().summary() == {"extracted": [], "already_done": [], "quarantined": {}, "pending": {}}
+
+
+def test_settle_quarantines_under_the_configured_prefix(s3):
+    config = build_config("local", {"kms_key_arn": TEST_KEY_ARN, "quarantine_prefix": "held/"})
+    put = s3.put_object(Bucket="raw", Key="videos/bad.avi", Body=b"junk")
+    video = ingest.Video(video_id_for("raw", "videos/bad.avi", put["VersionId"]), "raw", "videos/bad.avi",
+                         put["VersionId"])
+    sagemaker = FakeSageMaker({ingest.job_name(video, config): {"ProcessingJobStatus": "Failed",
+                                                                "FailureReason": "codec"}})
+    assert ingest.settle(s3, sagemaker, [video], config).summary()["quarantined"] == {video.video_id: "codec"}
+    assert s3.get_object(Bucket="raw", Key=f"held/{video.video_id}.avi")["Body"].read() == b"junk"
+    assert "Contents" not in s3.list_objects_v2(Bucket="raw", Prefix="quarantine/")
