@@ -310,6 +310,11 @@ def thresholds(constraints: dict[str, Any] | None) -> Thresholds:
         raise BaselineError(f"constraints are malformed: {type(exc).__name__}: {exc}") from exc
     if result.psi <= 0 or result.min_sample_size < 1:
         raise BaselineError("constraints need comparison_threshold > 0 and min_sample_size >= 1")
+    # a p-value threshold outside [0, 1] would judge every feature without a KS result (p taken as 1.0) as drifted
+    for name, value in [("", result.ks_p_value)] + [(n, result.ks_for(n)) for n in overrides]:
+        if value is not None and not 0 <= value <= 1:
+            where = f" (feature {name})" if name else ""
+            raise BaselineError(f"constraints need ks_p_value_threshold between 0 and 1{where}, got {value}")
     return result
 
 

@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
+import types
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 from werkzeug.test import Client
@@ -113,6 +116,179 @@ def test_an_endpoint_answer_that_is_not_json_is_a_502(runtime):
 def test_no_endpoint_configured_is_a_503():
     result = api_detect.handle(_event({"image": _b64(JPEG)}), api_detect.Settings(""))
     assert result["statusCode"] == 503
+
+
+
+# -- exact answers: AWS's clients and the tests of callers read these bodies -------------------------------------------
+def _error(result: dict) -> tuple[int, dict]:
+    return result["statusCode"], json.loads(result["body"])
+
+
+@pytest.mark.parametrize(("event", "status", "message"), [
+    (_event({"picture": "x"}), 400, 'expected a JSON object {"image": "<base64>"}'),
+    (_event('["image"]'), 400, 'expected a JSON object {"image": "<base64>"}'),
+    (_event(""), 400, 'expected a JSON object {"image": "<base64>"}'),  # an empty JSON body: no document at all
+    (_event("{not json"), 400, "the body is not valid JSON"),
+    (_event({"image": "%%%"}), 400, '"image" is not valid base64'),
+    (_event({"image": ""}), 400, '"image" must be a non-empty base64 string'),
+    (_event({"image": 7}), 400, '"image" must be a non-empty base64 string'),
+    (_event({"image": "data:image/jpeg;base64"}), 400, '"image" is not valid base64'),  # a data URL without data
+    (_event({"image": "data:image/jpeg,x," + _b64(JPEG)}), 400, '"image" is not valid base64'),  # only the 1st comma
+    (_event({"image": _b64(b"GIF89a....")}), 400, "the image is neither JPEG nor PNG"),
+    (_event({"image": _b64(JPEG), "score_threshold": 3}), 400, "score_threshold must be in [0, 1]"),
+    (_event({"image": _b64(JPEG), "score_threshold": 1.5}), 400, "score_threshold must be in [0, 1]"),
+    (_event({"image": _b64(JPEG), "score_threshold": -0.1}), 400, "score_threshold must be in [0, 1]"),
+    (_event({"image": _b64(JPEG), "score_threshold": "high"}), 400, "score_threshold must be a number"),
+    (_event({"image": _b64(JPEG), "max_detections": "many"}), 400, "max_detections must be a number"),
+    (_event({"image": _b64(JPEG), "max_detections": 2.5}), 400, "max_detections must be a number"),
+    (_event({"image": _b64(JPEG), "max_detections": 0}), 400, "max_detections must be at least 1"),
+    (_event({"image": _b64(JPEG)}, query={"max_detections": "-3"}), 400, "max_detections must be at least 1"),
+    (_event("%%%", "image/jpeg", encoded=True), 400, "the body is not valid base64"),
+    (_event("", "image/jpeg", encoded=True), 400, "empty image"),
+    (_event("hello", "text/plain"), 415, "unsupported content type text/plain; send application/json or an image"),
+    (_event("hello", "Text/Plain; charset=utf-8"), 415,
+     "unsupported content type text/plain; send application/json or an image"),
+    (_event({"image": _b64(JPEG + b"\x00" * 1000)}), 413, "image of 1068 bytes is over the limit of 1000"),
+    (_event({"image": _b64(JPEG)}, method="GET"), 405, "use POST"),
+])
+def test_bad_requests_get_their_exact_status_and_message(runtime, event, status, message):
+    assert _error(api_detect.handle(event, SETTINGS)) == (status, {"error": message})
+
+
+def test_the_response_is_an_api_gateway_proxy_answer(runtime):
+    _answer(runtime, {"ContentType": "image/jpeg"})
+    assert api_detect.handle(_event({"image": _b64(JPEG)}), SETTINGS) == {
+        "statusCode": 200, "headers": {"Content-Type": "application/json"}, "body": json.dumps(ANSWER),
+        "isBase64Encoded": False}
+    assert api_detect.response(404, {"error": "x"}) == {
+        "statusCode": 404, "headers": {"Content-Type": "application/json"}, "body": '{"error": "x"}',
+        "isBase64Encoded": False}
+
+
+def test_the_request_to_the_endpoint_carries_the_frame_itself(runtime):
+    """The exact InvokeEndpoint parameters: no CustomAttributes without options, the frame's bytes as the body."""
+    data = json.dumps(ANSWER).encode()
+    runtime.add_response("invoke_endpoint", {"Body": StreamingBody(io.BytesIO(data), len(data)),
+                                             "ContentType": "application/json"},
+                         {"EndpointName": "detector", "Accept": "application/json", "Body": PNG,
+                          "ContentType": "image/png"})
+    event = {"httpMethod": "POST", "headers": {"Content-Type": "IMAGE/PNG", "X-Number": 3}, "body": PNG,
+             "isBase64Encoded": False}  # no query string, upper-case type, bytes as a test client may send them
+    assert api_detect.handle(event, SETTINGS)["statusCode"] == 200
+
+
+@pytest.mark.parametrize(("event", "attributes"), [
+    # JSON options win over the query string; an empty option is no option; bounds are inclusive
+    (_event({"image": _b64(JPEG), "score_threshold": 0, "max_detections": 1}, query={"max_detections": "9"}),
+     "score_threshold=0.0,max_detections=1"),
+    (_event({"image": _b64(JPEG), "score_threshold": None}, query={"score_threshold": "1"}), "score_threshold=1.0"),
+    (_event({"image": _b64(JPEG)}, query={"score_threshold": "", "max_detections": "4"}), "max_detections=4"),
+    (_event({"image": "data:image/jpeg;base64," + _b64(JPEG), "max_detections": "7"}), "max_detections=7"),
+])
+def test_options_reach_the_endpoint_as_custom_attributes(runtime, event, attributes):
+    _answer(runtime, {"ContentType": "image/jpeg", "CustomAttributes": attributes})
+    assert api_detect.handle(event, SETTINGS)["statusCode"] == 200
+
+
+def test_an_event_without_method_or_content_type_is_a_json_post(runtime):
+    _answer(runtime, {"ContentType": "image/jpeg"})
+    event = {"body": json.dumps({"image": _b64(JPEG)})}
+    assert api_detect.handle(event, SETTINGS)["statusCode"] == 200
+
+
+def test_a_content_type_with_parameters_is_its_media_type(runtime):
+    _answer(runtime, {"ContentType": "image/jpeg"})
+    event = _event({"image": _b64(JPEG)}, content_type="Application/JSON; charset=utf-8")
+    assert api_detect.handle(event, SETTINGS)["statusCode"] == 200
+
+
+def test_an_image_of_exactly_the_limit_is_accepted(runtime):
+    _answer(runtime, {"ContentType": "image/jpeg"})
+    image = JPEG + b"\x00" * (SETTINGS.max_image_bytes - len(JPEG))
+    assert api_detect.handle(_event({"image": _b64(image)}), SETTINGS)["statusCode"] == 200
+
+
+def test_the_client_is_made_for_the_settings_timeout(monkeypatch):
+    client = boto3.client("sagemaker-runtime", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    timeouts = []
+    monkeypatch.setattr(api_detect, "_runtime", lambda timeout_s: timeouts.append(timeout_s) or client)
+    with Stubber(client) as stubber:
+        _answer(stubber, {"ContentType": "image/jpeg"})
+        settings = api_detect.Settings("detector", max_image_bytes=1000, timeout_s=7.5)
+        assert api_detect.handle(_event({"image": _b64(JPEG)}), settings)["statusCode"] == 200
+    assert timeouts == [7.5]
+
+
+class _Raising:
+    def __init__(self, exc=None, body: bytes = b""):
+        self.exc, self.body = exc, body
+
+    def invoke_endpoint(self, **request):
+        if self.exc is not None:
+            raise self.exc
+        return {"Body": io.BytesIO(self.body)}
+
+
+@pytest.mark.parametrize(("client", "status", "message"), [
+    (_Raising(ReadTimeoutError(endpoint_url="https://runtime")), 504, "the model endpoint did not answer in time"),
+    (_Raising(ConnectTimeoutError(endpoint_url="https://runtime")), 504, "the model endpoint did not answer in time"),
+    (_Raising(EndpointConnectionError(endpoint_url="https://runtime")), 502,
+     "cannot reach the model endpoint: EndpointConnectionError"),
+    (_Raising(ClientError({}, "InvokeEndpoint")), 502, "the model endpoint failed (unknown error)"),
+    (_Raising(ClientError({"Error": {"Message": "x"}}, "InvokeEndpoint")), 502,
+     "the model endpoint failed (unknown error)"),
+    (_Raising(body=b"<html>"), 502, "the model endpoint answered something other than JSON"),
+    (_Raising(body=b"[1, 2]"), 502, "the model endpoint answered an unexpected document"),
+])
+def test_transport_failures_and_odd_answers_map_to_gateway_statuses(monkeypatch, client, status, message):
+    monkeypatch.setattr(api_detect, "_runtime", lambda timeout_s: client)
+    assert _error(api_detect.handle(_event({"image": _b64(JPEG)}), SETTINGS)) == (status, {"error": message})
+
+
+@pytest.mark.parametrize(("response", "status", "message"), [
+    ({"Error": {"Code": "ModelError"}, "OriginalStatusCode": 400, "OriginalMessage": '{"error": "too dark"}'}, 400,
+     "too dark"),
+    ({"Error": {"Code": "ModelError"}, "OriginalStatusCode": 499}, 499, "the model endpoint refused the image"),
+    ({"Error": {"Code": "ModelError"}, "OriginalStatusCode": 422, "OriginalMessage": "[1]"}, 422,
+     "the model endpoint refused the image"),
+    ({"Error": {"Code": "ModelError"}, "OriginalStatusCode": 399}, 502, "the model endpoint failed"),
+    ({"Error": {"Code": "ModelError"}, "OriginalStatusCode": 500}, 502, "the model endpoint failed"),
+    ({"Error": {"Code": "ModelError"}}, 502, "the model endpoint failed"),
+    ({"Error": {"Code": "ModelNotReadyException"}}, 503, "the model endpoint is not available"),
+    ({"Error": {"Code": "ThrottlingException"}}, 503, "the model endpoint is not available"),
+    ({"Error": {"Code": "InternalFailure"}}, 502, "the model endpoint failed (InternalFailure)"),
+])
+def test_client_errors_map_to_statuses_and_messages(response, status, message):
+    error = api_detect._from_client_error(ClientError(response, "InvokeEndpoint"))
+    assert (error.status, error.message, str(error)) == (status, message, message)
+
+
+def test_no_endpoint_configured_says_what_to_set():
+    result = api_detect.handle(_event({"image": _b64(JPEG)}), api_detect.Settings(""))
+    assert _error(result) == (503, {"error": "no model endpoint is configured (ENDPOINT_NAME)"})
+
+
+def test_settings_from_the_environment_and_their_defaults(monkeypatch):
+    assert api_detect.Settings.from_env({}) == api_detect.Settings("", 6 * 1024 * 1024, 25.0)
+    assert api_detect.Settings.from_env({"MAX_IMAGE_BYTES": "", "INVOKE_TIMEOUT_S": ""}) == \
+        api_detect.Settings("", 6 * 1024 * 1024, 25.0)
+    assert api_detect.Settings.from_env({"ENDPOINT_NAME": "d", "MAX_IMAGE_BYTES": "10", "INVOKE_TIMEOUT_S": "3.5"}) \
+        == api_detect.Settings("d", 10, 3.5)
+    for name, value in (("ENDPOINT_NAME", "from-env"), ("MAX_IMAGE_BYTES", "77"), ("INVOKE_TIMEOUT_S", "9")):
+        monkeypatch.setenv(name, value)
+    assert api_detect.Settings.from_env() == api_detect.Settings("from-env", 77, 9.0)
+
+
+def test_the_log_line_has_status_size_and_latency(runtime, monkeypatch, caplog):
+    clock = iter([10.0, 10.25, 20.0, 20.5])
+    monkeypatch.setattr(api_detect, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    _answer(runtime, {"ContentType": "image/jpeg"})
+    with caplog.at_level(logging.INFO, logger="api_detect"):
+        api_detect.handle(_event({"image": _b64(JPEG)}), SETTINGS)
+        api_detect.handle(_event({"image": _b64(JPEG)}, method="PUT"), SETTINGS)
+    assert [r.getMessage() for r in caplog.records if r.name == "api_detect"] == [
+        f"status=200 image_bytes={len(JPEG)} ms=250.0", "status=405 image_bytes=0 ms=500.0"]
 
 
 # -- the local API gateway ---------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ import json
 import math
 import subprocess
 import sys
+import warnings
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +35,8 @@ END = START + timedelta(hours=1)
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"drift_monitor_{name}", FOLDER / f"{name}.py")
+    # registered under its repository name (what mutation testing's trampolines check)
+    spec = importlib.util.spec_from_file_location(f"containers.drift_monitor.{name}", FOLDER / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -157,6 +160,457 @@ def test_malformed_baseline_and_constraints_are_refused() -> None:
     limits = drift.thresholds({"features": [{"name": "score", "monitoringConfigOverrides": {
         "comparison_threshold": 0.5}}]})
     assert (limits.psi, limits.psi_for("score"), limits.psi_for("brightness")) == (0.2, 0.5, 0.2)
+
+
+# -- every rule on known values: cut points, bins, summaries, documents --------------------------------------------
+def test_cut_points_of_each_kind_of_baseline() -> None:
+    with pytest.raises(ValueError, match=r"^bins must be >= 2, got 1$"):
+        drift.cut_points([1.0, 2.0], 1)
+    assert drift.cut_points([0, 1, 2, 3], 2) == [1.5]  # two bins: one cut, at the median
+    assert drift.cut_points([], 4) == [] and drift.cut_points([math.nan, math.inf], 4) == []
+    # quantile bins: bins - 1 inner cut points at the quantiles
+    assert drift.cut_points(list(range(12)), 4) == [2.75, 5.5, 8.25]
+    # discrete (at most `bins` distinct values): a bin per value, the outer cuts half a step outside the range
+    assert drift.cut_points([1, 2, 4, 8, 8], 4) == [0.5, 1.5, 3.0, 6.0, 10.0]
+    # one value: a bin around it (relative half-width 1e-3, at least 1e-6)
+    assert drift.cut_points([5.0, 5.0], 4) == [4.995, 5.005]
+    assert drift.cut_points([-5.0], 4) == [-5.005, -4.995]
+    assert drift.cut_points([0.0], 4) == [-1e-6, 1e-6]
+    # "the same value": closer than 1e-9 relative to the largest magnitude (at least 1)
+    assert len(drift.cut_points([0.0, 1e-9], 4)) == 2  # exactly the tolerance apart: one value
+    assert len(drift.cut_points([0.5, 0.5 + 1.5e-9], 4)) == 3  # over it: two values
+    assert len(drift.cut_points([1e6, 1e6 + 1e-4], 4)) == 2  # within 1e-9 of 1e6: one value
+
+
+def test_bin_counts_proportions_and_psi_edges() -> None:
+    assert drift.bin_counts([0.5, 1.0, 2.0], [0.5, 1.0]).tolist() == [0, 1, 2]  # a cut point opens its bin
+    assert drift.bin_counts([math.nan, -math.inf, 0.1], [1.0, 2.0]).tolist() == [1, 0, 0]
+    assert drift.bin_counts([], [1.0, 2.0]).tolist() == [0, 0, 0]
+    assert drift.proportions([1, 3]).tolist() == [0.25, 0.75]
+    for empty in ([0, 0], [], [-1, 1]):
+        with pytest.raises(ValueError, match=r"^no observations$"):
+            drift.proportions(empty)
+    with pytest.raises(ValueError, match=r"^bin counts differ: \(2,\) vs \(3,\)$"):
+        drift.psi([1, 1], [1, 1, 1])
+    assert drift.psi([1, 1], [1, 3], epsilon=0.3) == pytest.approx(  # 0.25 floored at 0.3
+        (0.3 - 0.5) * math.log(0.3 / 0.5) + (0.75 - 0.5) * math.log(0.75 / 0.5))
+    assert drift.psi([1, 0], [0, 1], epsilon=0.25) == pytest.approx(2 * 0.75 * math.log(4))
+
+
+def test_values_given_as_text_are_numbers() -> None:
+    assert drift.cut_points(["1", "2", "4", "8"], 4) == [0.5, 1.5, 3.0, 6.0, 10.0]
+    assert drift.bin_counts(["9", "11"], ["10"]).tolist() == [1, 1]  # as numbers: 9 < 10 <= 11
+    assert "brightness" in drift.check_baseline({"features": [_numeric("brightness", ["0.5", "10"], [1, 1, 1])]})
+    assert drift.proportions(["1", "3"]).tolist() == [0.25, 0.75]
+    assert drift.ks_reference(["2", "1"]) == [1.0, 2.0]
+    assert drift.ks_p_value(["1", "2"], 2, ["1", "2"]) == (0.0, 1.0)
+    assert drift.numerical_summary(["2"])["sum"] == 2.0
+
+
+def test_ks_reference_and_ks_edges() -> None:
+    assert drift.ks_reference([3.0, math.nan, 1.0, 2.0]) == [1.0, 2.0, 3.0]
+    assert drift.ks_reference([float(i) for i in range(11)], 3) == [0.0, 5.0, 10.0]
+    values = [float(i) for i in range(1000)]
+    assert drift.ks_reference(values, 1000) == values  # no more than `size`: kept as they are
+    assert drift.ks_p_value([0.5], 1, [0.2, 0.7]) == (0.5, 1.0)
+    d, p = drift.ks_p_value([0.0, 1.0], 2, [0.5])
+    assert (d, p) == (0.5, pytest.approx(stats.kstwo.sf(0.5, 1)))
+    for reference, n, window in (([], 3, [0.2]), ([1.0], 0, [0.2]), ([1.0], 3, [math.nan]), ([1.0], 3, [])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # nothing to test is not a division by zero
+            d, p = drift.ks_p_value(reference, n, window)
+        assert math.isnan(d) and math.isnan(p)
+    # the p-value uses the baseline's real size (not the reference's), as ks_2samp with both samples would
+    d, p = drift.ks_p_value([0.0, 1.0], 50, [0.4] * 10)
+    assert d == 0.5 and p == pytest.approx(stats.kstwo.sf(0.5, round(50 * 10 / 60)))
+
+
+def test_numerical_summary_and_kll_buckets() -> None:
+    assert drift.numerical_summary([1.0, math.nan, 3.0, math.inf]) == {
+        "common": {"num_present": 2, "num_missing": 2}, "mean": 2.0, "sum": 4.0, "std_dev": 1.0, "min": 1.0,
+        "max": 3.0}
+    assert drift.numerical_summary([math.nan]) == {"common": {"num_present": 0, "num_missing": 1}}
+    assert drift.numerical_summary([]) == {"common": {"num_present": 0, "num_missing": 0}}
+    assert drift.kll_buckets([1.0, 2.0], [1, 2, 3], 0.5, 2.5) == [
+        {"lower_bound": 0.5, "upper_bound": 1.0, "count": 1.0}, {"lower_bound": 1.0, "upper_bound": 2.0, "count": 2.0},
+        {"lower_bound": 2.0, "upper_bound": 2.5, "count": 3.0}]
+    assert drift.kll_buckets([1.0, 2.0], [0, 2, 0], 1.5, 1.8) == [  # outer bounds never inside the cut points
+        {"lower_bound": 1.0, "upper_bound": 1.0, "count": 0.0}, {"lower_bound": 1.0, "upper_bound": 2.0, "count": 2.0},
+        {"lower_bound": 2.0, "upper_bound": 2.0, "count": 0.0}]
+    assert drift.kll_buckets([], [4], 1.0, 2.0) == [{"lower_bound": 1.0, "upper_bound": 2.0, "count": 4.0}]
+
+
+def test_a_sample_collects_each_kind_of_feature() -> None:
+    sample = drift.Sample()
+    sample.add({"brightness": 0.5, "score": [0.9, 0.8], "box_area": (0.1,), "class": "tumor", "hue": [0.5, 0.5]})
+    sample.add({"brightness": 1, "score": [], "class": ["tumor", "scalpel"], "hue": np.array([0.0, 1.0])})
+    sample.add({"hue": None, "class": []})
+    assert sample.numeric == {"brightness": [0.5, 1.0], "score": [0.9, 0.8], "box_area": [0.1]}
+    assert sample.categorical == {"class": Counter({"tumor": 2, "scalpel": 1})}
+    assert sample.histogram_sum["hue"].tolist() == [0.5, 1.5] and sample.histogram_n == Counter({"hue": 2})
+    assert [sample.size(n) for n in ("brightness", "score", "box_area", "class", "hue", "contrast")] == [2, 2, 1, 3, 2,
+                                                                                                     0]
+    assert drift.Sample().size("class") == 0 and drift.Sample().size("hue") == 0
+    counts = drift.Sample()
+    counts.add({"hue": [1] + [0] * 17})  # a histogram of counts: summed as floats
+    assert counts.histogram_sum["hue"].dtype == np.float64
+
+
+def test_baseline_documents_of_a_known_sample() -> None:
+    sample = drift.Sample()
+    for v in range(12):
+        sample.add({"brightness": float(v)})
+    hues = [np.full(18, 1 / 18), np.arange(18) / 153]
+    sample.add({"detections_per_frame": (0, 1, 1), "class": ["tumor", "scalpel"], "hue": hues[0]})
+    sample.add({"detections_per_frame": [2, 2, 2], "class": "scalpel", "hue": hues[1]})
+    statistics = drift.baseline_statistics(sample, bins=4, item_count=7, sources={"splits": ["train"]})
+    assert statistics == {"version": 0.0, "dataset": {"item_count": 7, "splits": ["train"]}, "features": [
+        {"name": "brightness", "group": "input", "unit": "frame",
+         "description": "mean luma (BT.601) of the frame, 0..1", "inferred_type": "Fractional",
+         "numerical_statistics": {
+             "common": {"num_present": 12, "num_missing": 0}, "mean": 5.5, "sum": 66.0,
+             "std_dev": float(np.std(np.arange(12.0))), "min": 0.0, "max": 11.0, "distribution": {"kll": {"buckets": [
+                 {"lower_bound": 0.0, "upper_bound": 2.75, "count": 3.0},
+                 {"lower_bound": 2.75, "upper_bound": 5.5, "count": 3.0},
+                 {"lower_bound": 5.5, "upper_bound": 8.25, "count": 3.0},
+                 {"lower_bound": 8.25, "upper_bound": 11.0, "count": 3.0}]}}},
+         "histogram": {"type": "cut_points", "cut_points": [2.75, 5.5, 8.25], "counts": [3, 3, 3, 3]},
+         "ks_reference": {"n": 12, "values": [float(v) for v in range(12)]}},
+        {"name": "hue", "group": "input", "unit": "frame",
+         "description": "hue histogram of the pixels with saturation >= 40/255 (10-degree bins), averaged over frames",
+         "inferred_type": "Fractional", "numerical_statistics": {"common": {"num_present": 2, "num_missing": 0}},
+         "histogram": {"type": "bin_edges", "bin_edges": list(range(0, 181, 10)),
+                       "counts": ((hues[0] + hues[1]) / 2).tolist()}},
+        {"name": "detections_per_frame", "group": "prediction", "unit": "frame",
+         "description": "number of detections returned", "inferred_type": "Fractional", "numerical_statistics": {
+             "common": {"num_present": 6, "num_missing": 0}, "mean": 8 / 6, "sum": 8.0,
+             "std_dev": float(np.std([0, 1, 1, 2, 2, 2])), "min": 0.0, "max": 2.0,
+             "distribution": {"kll": {"buckets": [
+                 {"lower_bound": -0.5, "upper_bound": -0.5, "count": 0.0},
+                 {"lower_bound": -0.5, "upper_bound": 0.5, "count": 1.0},
+                 {"lower_bound": 0.5, "upper_bound": 1.5, "count": 2.0},
+                 {"lower_bound": 1.5, "upper_bound": 2.5, "count": 3.0},
+                 {"lower_bound": 2.5, "upper_bound": 2.5, "count": 0.0}]}}},
+         "histogram": {"type": "cut_points", "cut_points": [-0.5, 0.5, 1.5, 2.5], "counts": [0, 1, 2, 3, 0]}},
+        {"name": "class", "group": "prediction", "unit": "detection", "description": "label of each returned detection",
+         "inferred_type": "String", "string_statistics": {
+             "common": {"num_present": 3, "num_missing": 0}, "distinct_count": 2.0,
+             "distribution": {"categorical": {"buckets": [{"value": "scalpel", "count": 2},
+                                                          {"value": "tumor", "count": 1}]}}},
+         "histogram": {"type": "categories", "categories": ["scalpel", "tumor", "__other__"], "counts": [2, 1, 0]}}]}
+    assert drift.baseline_statistics(drift.Sample()) == {"version": 0.0, "dataset": {"item_count": 0},
+                                                         "features": []}
+    constraints = drift.baseline_constraints(statistics, 0.3, 20, 0.25)
+    assert constraints == {"version": 0.0, "features": [
+        {"name": name, "inferred_type": kind, "completeness": 1.0, "group": group, "monitoringConfigOverrides": {}}
+        for name, kind, group in (("brightness", "Fractional", "input"), ("hue", "Fractional", "input"),
+                                  ("detections_per_frame", "Fractional", "prediction"),
+                                  ("class", "String", "prediction"))],
+        "monitoring_config": {
+            "evaluate_constraints": "Enabled", "emit_metrics": "Enabled", "distribution_constraints": {
+                "perform_comparison": "Enabled", "comparison_method": "PSI", "comparison_threshold": 0.3,
+                "ks_p_value_threshold": None}, "min_sample_size": 20, "max_undecodable_fraction": 0.25}}
+    defaults = drift.baseline_constraints(statistics)["monitoring_config"]
+    assert (defaults["distribution_constraints"]["comparison_threshold"], defaults["min_sample_size"],
+            defaults["max_undecodable_fraction"]) == (0.2, 100, 0.1)
+    # the documents are what the monitor reads back
+    assert list(drift.check_baseline(statistics)) == ["brightness", "hue", "detections_per_frame", "class"]
+    assert drift.thresholds(constraints) == drift.Thresholds(True, True, True, 0.3, None, 20, 0.25, {
+        "brightness": {}, "hue": {}, "detections_per_frame": {}, "class": {}})
+
+
+# -- the constraints and the baseline as the monitor reads them ---------------------------------------------------
+def test_thresholds_defaults_and_every_setting() -> None:
+    default = drift.Thresholds(True, True, True, 0.2, None, 100, 0.1, {})
+    assert drift.thresholds(None) == default and drift.thresholds({}) == default
+    assert drift.thresholds({"monitoring_config": None, "features": None}) == default
+    lower_case = {"monitoring_config": {"distribution_constraints": {"comparison_method": "psi"}}}
+    assert drift.thresholds(lower_case) == default
+    limits = drift.thresholds({"monitoring_config": {
+        "evaluate_constraints": "Disabled", "emit_metrics": "disabled", "min_sample_size": 1,
+        "max_undecodable_fraction": "0.5", "distribution_constraints": {
+            "perform_comparison": "DISABLED", "comparison_threshold": "0.35", "ks_p_value_threshold": "0.01"}},
+        "features": [{"name": "score", "monitoringConfigOverrides": {"comparison_threshold": 0.5,
+                                                                     "ks_p_value_threshold": None}},
+                     {"name": "class", "monitoringConfigOverrides": None},
+                     {"name": "hue", "monitoringConfigOverrides": {"ks_p_value_threshold": "0.2"}}]})
+    assert limits == drift.Thresholds(False, False, False, 0.35, 0.01, 1, 0.5, {
+        "score": {"comparison_threshold": 0.5, "ks_p_value_threshold": None}, "class": {},
+        "hue": {"ks_p_value_threshold": "0.2"}})
+    assert [limits.psi_for(n) for n in ("score", "class", "hue")] == [0.5, 0.35, 0.35]
+    assert [limits.ks_for(n) for n in ("score", "class", "hue")] == [None, 0.01, 0.2]
+    enabled = drift.thresholds({"monitoring_config": {"evaluate_constraints": "ENABLED", "emit_metrics": "enabled",
+                                                      "distribution_constraints": {"perform_comparison": "Enabled"}}})
+    assert (enabled.evaluate, enabled.emit_metrics, enabled.compare) == (True, True, True)
+
+
+@pytest.mark.parametrize(("constraints", "message"), [
+    ({"monitoring_config": {"distribution_constraints": {"comparison_method": "Robust"}}},
+     "comparison_method 'Robust' is not supported (this monitor compares with PSI)"),
+    ({"monitoring_config": {"min_sample_size": "many"}},
+     "constraints are malformed: ValueError: invalid literal for int() with base 10: 'many'"),
+    ({"monitoring_config": "x"}, "constraints are malformed: AttributeError: 'str' object has no attribute 'get'"),
+    ({"features": [{"monitoringConfigOverrides": {}}]}, "constraints are malformed: KeyError: 'name'"),
+    ({"features": [{"name": "score", "monitoringConfigOverrides": {"comparison_threshold": "x"}}]},
+     "constraints are malformed: ValueError: could not convert string to float: 'x'"),
+    ({"features": [{"name": "score", "monitoringConfigOverrides": {"ks_p_value_threshold": "y"}}]},
+     "constraints are malformed: ValueError: could not convert string to float: 'y'"),
+    ({"monitoring_config": {"distribution_constraints": {"comparison_threshold": 0}}},
+     "constraints need comparison_threshold > 0 and min_sample_size >= 1"),
+    ({"monitoring_config": {"min_sample_size": 0}},
+     "constraints need comparison_threshold > 0 and min_sample_size >= 1"),
+    ({"monitoring_config": {"distribution_constraints": {"ks_p_value_threshold": 1.5}}},
+     "constraints need ks_p_value_threshold between 0 and 1, got 1.5"),
+    ({"monitoring_config": {"distribution_constraints": {"ks_p_value_threshold": -0.01}}},
+     "constraints need ks_p_value_threshold between 0 and 1, got -0.01"),
+    ({"features": [{"name": "hue", "monitoringConfigOverrides": {"ks_p_value_threshold": 2}}]},
+     "constraints need ks_p_value_threshold between 0 and 1 (feature hue), got 2.0"),
+])
+def test_unusable_constraints_are_refused_with_the_reason(constraints: dict, message: str) -> None:
+    with pytest.raises(drift.BaselineError) as info:
+        drift.thresholds(constraints)
+    assert str(info.value) == message
+
+
+def test_p_value_thresholds_at_0_and_1_are_usable() -> None:
+    for value in (0, 1):
+        limits = drift.thresholds({"monitoring_config": {"distribution_constraints": {"ks_p_value_threshold": value}},
+                                   "features": [{"name": "hue", "monitoringConfigOverrides": {
+                                       "ks_p_value_threshold": value}}]})
+        assert (limits.ks_p_value, limits.ks_for("hue")) == (float(value), float(value))
+
+
+def test_a_small_positive_threshold_and_the_smallest_sample_are_usable() -> None:
+    limits = drift.thresholds({"monitoring_config": {"min_sample_size": 1,
+                                                     "distribution_constraints": {"comparison_threshold": 0.01}}})
+    assert (limits.psi, limits.min_sample_size) == (0.01, 1)
+
+
+EDGES = list(range(0, 181, 10))
+
+
+def _numeric(name: str, cuts: list, counts: list, present: int | None = None, ks: list | None = None) -> dict:
+    entry: dict = {"name": name, "histogram": {"type": "cut_points", "cut_points": cuts, "counts": counts}}
+    if present is not None:
+        entry["numerical_statistics"] = {"common": {"num_present": present, "num_missing": 0}}
+    if ks is not None:
+        entry["ks_reference"] = {"n": present, "values": ks}
+    return entry
+
+
+def test_check_baseline_keeps_the_known_features_with_usable_bins() -> None:
+    brightness = _numeric("brightness", [0.1, 0.2], [1, 0, 1])
+    hue = {"name": "hue", "histogram": {"type": "bin_edges", "bin_edges": EDGES, "counts": [1 / 18] * 18}}
+    kinds = {"name": "class", "histogram": {"type": "categories", "categories": ["a", "__other__"], "counts": [1, 0]}}
+    future = {"name": "future_feature", "histogram": {"type": "cut_points", "cut_points": [], "counts": [1]}}
+    assert drift.check_baseline({"features": [future, brightness, hue, kinds]}) == {
+        "brightness": brightness, "hue": hue, "class": kinds}
+
+
+@pytest.mark.parametrize(("statistics", "message"), [
+    ([], "baseline statistics have no 'features' list"),
+    ({"features": "brightness"}, "baseline statistics have no 'features' list"),
+    ({"features": []}, "baseline statistics hold no feature this monitor knows"),
+    ({"features": [{"name": "future", "histogram": {}}]}, "baseline statistics hold no feature this monitor knows"),
+    ({"features": ["oops"]}, "baseline feature 'oops' is malformed: TypeError: string indices must be integers, "
+                             "not 'str'"),
+    ({"features": [{"name": "brightness"}]}, "baseline feature 'brightness' is malformed: KeyError: 'histogram'"),
+    ({"features": [_numeric("brightness", [1.0], "ab")]},
+     "baseline feature 'brightness' is malformed: ValueError: could not convert string to float: 'ab'"),
+    ({"features": [_numeric("brightness", [0.1, 0.1], [1, 1, 1])]},
+     "baseline feature 'brightness' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [_numeric("brightness", [0.1, 0.2], [1, 1])]},
+     "baseline feature 'brightness' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [_numeric("brightness", [0.1, 0.2], [1, 1, 1, 1])]},
+     "baseline feature 'brightness' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [_numeric("brightness", [0.1], [0, 0])]},
+     "baseline feature 'brightness' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [_numeric("brightness", [0.1], [1, math.nan])]},
+     "baseline feature 'brightness' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [_numeric("brightness", [0.1], [1, math.inf])]},
+     "baseline feature 'brightness' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [{"name": "class", "histogram": {"type": "categories", "categories": ["a", "b"],
+                                                   "counts": [1, 1]}}]},
+     "baseline feature 'class' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [{"name": "class", "histogram": {"type": "categories", "categories": ["a", "__other__"],
+                                                   "counts": [1, 0, 2]}}]},
+     "baseline feature 'class' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [{"name": "hue", "histogram": {"type": "bin_edges", "bin_edges": EDGES, "counts": [1] * 19}}]},
+     "baseline feature 'hue' is malformed: ValueError: bins and counts do not match"),
+    ({"features": [{"name": "hue", "histogram": {"type": "bin_edges", "bin_edges": EDGES, "counts": [1] * 17}}]},
+     "baseline feature 'hue' is malformed: ValueError: bins and counts do not match"),
+])
+def test_unusable_baselines_are_refused_naming_the_feature(statistics, message: str) -> None:
+    with pytest.raises(drift.BaselineError) as info:
+        drift.check_baseline(statistics)
+    assert str(info.value) == message
+
+
+# -- the comparison of a window with its baseline -----------------------------------------------------------------
+def _comparison_baseline() -> dict:
+    half = [0.5]
+    return drift.check_baseline({"features": [
+        _numeric("brightness", [0.25, 0.5, 0.75], [25, 25, 25, 25], 100, [i / 99 for i in range(100)]),
+        _numeric("contrast", half, [50, 50], 100),
+        _numeric("saturation", half, [50, 50], 100),
+        _numeric("red", half, [50, 50], 99),  # the baseline's own count is under the minimum
+        _numeric("green", half, [30, 30]),  # no summary: the count is the bins' total
+        _numeric("blue", half, [50, 50], 100),
+        {"name": "hue", "histogram": {"type": "bin_edges", "bin_edges": EDGES, "counts": [1 / 18] * 18},
+         "numerical_statistics": {"common": {"num_present": 100, "num_missing": 0}}},
+        _numeric("score", half, [50, 50], 100, [i / 99 for i in range(100)]),
+        _numeric("detections_per_frame", [0.5, 1.5], [40, 40, 20], 100),
+        {"name": "class", "histogram": {"type": "categories", "categories": ["scalpel", "tumor", "__other__"],
+                                        "counts": [60, 40, 0]},
+         "string_statistics": {"common": {"num_present": 100, "num_missing": 0}}},
+    ]})
+
+
+def _comparison_window() -> drift.Sample:
+    window = drift.Sample()
+    hue = np.zeros(18)
+    hue[:9] = 2 / 18
+    for i in range(100):
+        window.add({"brightness": 0.9, "saturation": 0.25 + 0.5 * (i % 2), "sharpness": 3.0, "hue": hue,
+                    "score": (i + 0.5) / 100, "detections_per_frame": [0, 1, 2, 1, 0][i % 5],
+                    "class": ["scalpel", "gauze"][i % 2], "red": 0.1, "green": 0.9})
+    for _ in range(99):
+        window.add({"blue": 0.1})
+    return window
+
+
+def test_compare_judges_each_feature_by_its_sample_its_baseline_and_its_threshold() -> None:
+    limits = drift.thresholds({"monitoring_config": {"distribution_constraints": {"ks_p_value_threshold": 0.05}},
+                               "features": [{"name": "detections_per_frame",
+                                             "monitoringConfigOverrides": {"comparison_threshold": 0.5}}]})
+    result = drift.compare(_comparison_baseline(), limits, _comparison_window())
+    assert result.violations == [
+        {"feature_name": "brightness", "constraint_check_type": "baseline_drift_check",
+         "description": "input feature 'brightness' (mean luma (BT.601) of the frame, 0..1) drifted from the baseline: "
+                        "PSI 6.905 > threshold 0.2; KS p-value 2.02e-50 < threshold 0.05 over 100 frames"},
+        {"feature_name": "hue", "constraint_check_type": "baseline_drift_check",
+         "description": "input feature 'hue' (hue histogram of the pixels with saturation >= 40/255 (10-degree bins), "
+                        "averaged over frames) drifted from the baseline: PSI 3.501 > threshold 0.2 over 100 frames"},
+        {"feature_name": "class", "constraint_check_type": "baseline_drift_check",
+         "description": "prediction feature 'class' (label of each returned detection) drifted from the baseline: PSI "
+                        "7.593 > threshold 0.2 over 100 detections"}]
+    assert result.psi == {"brightness": pytest.approx(6.9054080651788805), "saturation": 0.0,
+                          "hue": pytest.approx(3.500869925567309), "score": 0.0, "detections_per_frame": 0.0,
+                          "class": pytest.approx(7.592767483145174)}
+    assert result.group_max == {"input": pytest.approx(6.9054080651788805),
+                                "prediction": pytest.approx(7.592767483145174)}
+    features = {e["name"]: e for e in result.features}
+    assert [(e["name"], e["group"], e["unit"], e["inferred_type"]) for e in result.features] == [
+        (f.name, f.group, f.unit, "String" if f.kind == "categorical" else "Fractional") for f in drift.FEATURES]
+    evaluated = {"method": "PSI", "threshold": 0.2, "sample_size": 100}
+    assert {name: e["drift"] for name, e in features.items()} == {
+        "brightness": {**evaluated, "psi": 6.905408, "window_counts": [0.0, 0.0, 0.0, 100.0], "ks_statistic": 0.9,
+                       "ks_p_value": pytest.approx(2.0160611902288146e-50), "ks_p_value_threshold": 0.05,
+                       "status": "drift"},
+        "contrast": {"status": "no_data"},
+        "sharpness": {"status": "no_baseline"},
+        "saturation": {**evaluated, "psi": 0.0, "window_counts": [50.0, 50.0], "status": "ok"},  # no KS reference
+        "red": {**evaluated, "psi": 4.604318, "window_counts": [100.0, 0.0], "status": "not_evaluated",
+                "reason": "the baseline has 99 frames < min_sample_size 100"},
+        "green": {**evaluated, "psi": 4.604318, "window_counts": [0.0, 100.0], "status": "not_evaluated",
+                  "reason": "the baseline has 60 frames < min_sample_size 100"},
+        "blue": {**evaluated, "sample_size": 99, "psi": 4.604318, "window_counts": [99.0, 0.0],
+                 "status": "not_evaluated", "reason": "99 frames < min_sample_size 100"},
+        "hue": {**evaluated, "psi": 3.50087, "window_counts": pytest.approx([1 / 9] * 9 + [0.0] * 9),
+                "status": "drift"},
+        "score": {**evaluated, "psi": 0.0, "window_counts": [50.0, 50.0], "ks_statistic": 0.01, "ks_p_value": 1.0,
+                  "ks_p_value_threshold": 0.05, "status": "ok"},
+        "detections_per_frame": {**evaluated, "threshold": 0.5, "psi": 0.0, "window_counts": [40.0, 40.0, 20.0],
+                                 "status": "ok"},
+        "box_area": {"status": "no_baseline"},
+        "class": {**evaluated, "psi": 7.592767, "window_counts": [50.0, 0.0, 50.0], "status": "drift"},
+    }
+    assert features["saturation"]["numerical_statistics"] == {
+        "common": {"num_present": 100, "num_missing": 0}, "mean": 0.5, "sum": 50.0, "std_dev": 0.25, "min": 0.25,
+        "max": 0.75}
+    assert features["contrast"]["numerical_statistics"] == {"common": {"num_present": 0, "num_missing": 0}}
+    assert features["hue"]["numerical_statistics"] == {"common": {"num_present": 100, "num_missing": 0}}
+    assert features["class"]["string_statistics"] == {
+        "common": {"num_present": 100, "num_missing": 0}, "distinct_count": 2.0,
+        "distribution": {"categorical": {"buckets": [{"value": "gauze", "count": 50},
+                                                     {"value": "scalpel", "count": 50}]}}}
+
+
+def test_a_value_exactly_at_its_threshold_is_not_drift() -> None:
+    baseline, window = _comparison_baseline(), _comparison_window()
+    first = drift.compare(baseline, drift.thresholds({"monitoring_config": {
+        "distribution_constraints": {"ks_p_value_threshold": 0.05}}}), window)
+    p_value = {e["name"]: e["drift"] for e in first.features}["brightness"]["ks_p_value"]
+    limits = drift.thresholds({"features": [
+        {"name": "brightness", "monitoringConfigOverrides": {"comparison_threshold": first.psi["brightness"],
+                                                             "ks_p_value_threshold": p_value}},
+        {"name": "class", "monitoringConfigOverrides": {"comparison_threshold": first.psi["class"]}}]})
+    statuses = {e["name"]: e["drift"].get("status") for e in drift.compare(baseline, limits, window).features}
+    assert (statuses["brightness"], statuses["class"], statuses["hue"]) == ("ok", "ok", "drift")
+
+
+def test_only_a_significant_ks_test_is_drift_and_only_when_comparing() -> None:
+    baseline, window = _comparison_baseline(), _comparison_window()
+    # PSI under its threshold, KS significant: drift, the reason is KS alone
+    limits = drift.thresholds({"features": [{"name": "brightness", "monitoringConfigOverrides": {
+        "comparison_threshold": 100.0, "ks_p_value_threshold": 0.05}}]})
+    result = drift.compare(baseline, limits, window)
+    assert [v["feature_name"] for v in result.violations] == ["brightness", "hue", "class"]
+    assert result.violations[0]["description"].endswith(
+        "drifted from the baseline: KS p-value 2.02e-50 < threshold 0.05 over 100 frames")
+    # comparison off: the figures stay, nothing is drift
+    off = drift.thresholds({"monitoring_config": {"distribution_constraints": {
+        "perform_comparison": "Disabled", "ks_p_value_threshold": 0.05}}})
+    result = drift.compare(baseline, off, window)
+    assert result.violations == [] and result.psi["brightness"] == pytest.approx(6.9054080651788805)
+    assert {e["drift"].get("status") for e in result.features} == {"ok", "no_data", "no_baseline", "not_evaluated"}
+    # evaluation off: the status says drift, no violation is written
+    quiet = drift.thresholds({"monitoring_config": {"evaluate_constraints": "Disabled"}})
+    result = drift.compare(baseline, quiet, window)
+    assert result.violations == []
+    assert [e["name"] for e in result.features if e["drift"]["status"] == "drift"] == ["brightness", "hue", "class"]
+    # a p-value threshold of 1: a p-value of 1 (or a feature without a KS test, taken as 1) is not under it ...
+    at_one = drift.thresholds({"monitoring_config": {"distribution_constraints": {
+        "comparison_threshold": 100.0, "ks_p_value_threshold": 1.0}}})
+    assert [v["feature_name"] for v in drift.compare(baseline, at_one, window).violations] == ["brightness"]
+    # ... and one above 1, under which every p-value would be, is refused (test_unusable_constraints_are_refused...)
+
+
+def test_group_maxima_only_over_evaluated_features() -> None:
+    baseline = {name: entry for name, entry in _comparison_baseline().items() if name in ("red", "score", "class")}
+    result = drift.compare(baseline, drift.thresholds(None), _comparison_window())
+    assert result.group_max == {"prediction": pytest.approx(7.592767483145174)}  # red: not evaluated
+    assert result.psi == {"score": 0.0, "class": pytest.approx(7.592767483145174)}
+
+
+def test_window_counts_of_each_kind() -> None:
+    baseline = _comparison_baseline()
+    empty = drift.Sample()
+    hue = drift.FEATURE_BY_NAME["hue"]
+    assert drift._window_counts(hue, baseline["hue"], empty).tolist() == [0.0] * 18
+    sample = drift.Sample()
+    sample.add({"hue": [1.0] + [0.0] * 17, "class": ["tumor", "gauze", "gauze"], "red": [0.1, 0.9, 0.5]})
+    sample.add({"hue": [0.0, 1.0] + [0.0] * 16})
+    assert drift._window_counts(hue, baseline["hue"], sample).tolist() == [0.5, 0.5] + [0.0] * 16
+    classes = drift._window_counts(drift.FEATURE_BY_NAME["class"], baseline["class"], sample)
+    assert classes.tolist() == [0.0, 1.0, 2.0] and classes.dtype == np.float64
+    assert drift._window_counts(drift.FEATURE_BY_NAME["class"], baseline["class"], empty).tolist() == [0.0] * 3
+    assert drift._window_counts(drift.FEATURE_BY_NAME["red"], baseline["red"], sample).tolist() == [1, 2]
+
+
+def test_the_ks_statistic_to_six_digits_and_the_baseline_size_from_its_statistics() -> None:
+    """Bins holding proportions (a Model Monitor-style baseline): the number of detections is the statistics'."""
+    baseline = drift.check_baseline({"features": [
+        _numeric("score", [0.5], [0.5, 0.5], 100, [0.0, 0.5, 1.0]),
+        {"name": "class", "histogram": {"type": "categories", "categories": ["scalpel", "__other__"],
+                                        "counts": [1.0, 0.0]},
+         "string_statistics": {"common": {"num_present": 100, "num_missing": 0}}}]})
+    window = drift.Sample()
+    for i in range(100):
+        window.add({"score": (i + 0.5) / 100, "class": "scalpel"})
+    entries = {e["name"]: e["drift"] for e in drift.compare(baseline, drift.thresholds(None), window).features}
+    assert entries["score"]["ks_statistic"] == 0.333333  # at 0: 1/3 of the reference, none of the window
+    assert entries["class"]["status"] == "ok" and entries["class"]["psi"] == 0.0
 
 
 # -- the container -------------------------------------------------------------------------------------------------

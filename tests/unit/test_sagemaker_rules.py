@@ -5,17 +5,20 @@ the request made right."""
 from __future__ import annotations
 
 import copy
+import datetime
 from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
+from botocore.model import ServiceModel
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from include.instances import LOCAL_STORAGE_FAMILIES, has_local_storage, volume_key
 from local_aws.sagemaker.exceptions import ValidationException
 from local_aws.sagemaker.rules import MAX_TRAINING_RUNTIME_S, KmsKeys, check
-from local_aws.sagemaker.validation import service_model
+from local_aws.sagemaker.validation import service_model, validate
 from tests.sagemaker_api import TEST_KEY_ARN, key_exists, problems
 
 ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"
@@ -337,3 +340,242 @@ def test_instance_types_are_checked_per_kind_of_job():
 
 def test_the_test_key_lookup_knows_only_the_test_accounts_key_arns():
     assert key_exists(TEST_KEY_ARN) and not key_exists("alias/surgical-mlops")
+
+
+# -- the shape walk (validation.validate): AWS's ValidationException messages, exactly ------------------------------
+def shape_errors(operation: str, request: Any) -> str | None:
+    """The message of botocore's shapes alone (no documented rule)."""
+    try:
+        validate(MODEL.operation_model(operation), request)
+    except ValidationException as exc:
+        return exc.message
+    return None
+
+
+def _one(message: str) -> str:
+    return f"1 validation error detected: {message}"
+
+
+def test_a_missing_request_is_one_without_its_required_members():
+    assert shape_errors("CreateTrainingJob", None) == (
+        "3 validation errors detected: Value null at 'trainingJobName' failed to satisfy constraint: Member must not "
+        "be null; Value null at 'roleArn' failed to satisfy constraint: Member must not be null; Value null at "
+        "'outputDataConfig' failed to satisfy constraint: Member must not be null")
+    assert shape_errors("CreateTrainingJob", "train") == _one(
+        "Value 'train' at 'request' failed to satisfy constraint: Member must be an object")
+    assert shape_errors("CreateTrainingJob", training()) is None
+
+
+PATTERN_NAME = "Member must satisfy regular expression pattern: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}"
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"ResourceConfig": "big"},
+     _one("Value 'big' at 'resourceConfig' failed to satisfy constraint: Member must be an object")),
+    ({"AlgorithmSpecification": {"TrainingImage": IMAGE}}, _one(
+        "Value null at 'algorithmSpecification.trainingInputMode' failed to satisfy constraint: Member must not be "
+        "null")),
+    ({"AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "Stream"}}, _one(
+        "Value 'Stream' at 'algorithmSpecification.trainingInputMode' failed to satisfy constraint: Member must "
+        "satisfy enum value set: [Pipe, File, FastFile]")),
+    ({"TrainingJobName": 5}, _one("Value '5' at 'trainingJobName' failed to satisfy constraint: Member must be a "
+                                  "string")),
+    ({"TrainingJobName": "-train"}, _one(f"Value '-train' at 'trainingJobName' failed to satisfy constraint: "
+                                         f"{PATTERN_NAME}")),
+    ({"TrainingJobName": ""}, "2 validation errors detected: Value '' at 'trainingJobName' failed to satisfy "
+                              "constraint: Member must have length greater than or equal to 1; Value '' at "
+                              f"'trainingJobName' failed to satisfy constraint: {PATTERN_NAME}"),
+    ({"TrainingJobName": "t" * 64}, f"2 validation errors detected: Value '{'t' * 64}' at 'trainingJobName' failed to "
+                                    "satisfy constraint: Member must have length less than or equal to 63; Value "
+                                    f"'{'t' * 64}' at 'trainingJobName' failed to satisfy constraint: {PATTERN_NAME}"),
+    ({"Tags": "x"}, _one("Value 'x' at 'tags' failed to satisfy constraint: Member must be a list")),
+    ({"Tags": [{"Key": "a", "Value": "1"}, {"Key": "", "Value": "2"}]}, _one(
+        "Value '' at 'tags.2.member.key' failed to satisfy constraint: Member must have length greater than or equal "
+        "to 1")),
+    ({"Tags": [{"Key": "a", "Value": "1"}, {"Value": "2"}]},
+     _one("Value null at 'tags.2.member.key' failed to satisfy constraint: Member must not be null")),
+    ({"Environment": ["A=1"]},
+     _one("Value '['A=1']' at 'environment' failed to satisfy constraint: Member must be a map")),
+    ({"Environment": {"1A": "x", "B": 7}}, "2 validation errors detected: Value '1A' at 'environment.1A.key' failed to "
+                                           "satisfy constraint: Member must satisfy regular expression pattern: "
+                                           "^[a-zA-Z_][a-zA-Z0-9_]*; Value '7' at 'environment.B.value' failed to "
+                                           "satisfy constraint: Member must be a string"),
+    ({"ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": "1", "VolumeSizeInGB": True}},
+     "2 validation errors detected: Value '1' at 'resourceConfig.instanceCount' failed to satisfy constraint: Member "
+     "must be an integer; Value 'True' at 'resourceConfig.volumeSizeInGB' failed to satisfy constraint: Member must be "
+     "an integer"),
+    ({"StoppingCondition": {"MaxRuntimeInSeconds": 0}}, _one(
+        "Value '0' at 'stoppingCondition.maxRuntimeInSeconds' failed to satisfy constraint: Member must have value "
+        "greater than or equal to 1")),
+    ({"ResourceConfig": {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50,
+                         "KeepAlivePeriodInSeconds": 21601}}, _one(
+        "Value '21601' at 'resourceConfig.keepAlivePeriodInSeconds' failed to satisfy constraint: Member must have "
+        "value less than or equal to 21600")),
+    ({"ProfilerConfig": {"ProfilingIntervalInMilliseconds": "500"}}, _one(  # a long
+        "Value '500' at 'profilerConfig.profilingIntervalInMilliseconds' failed to satisfy constraint: Member must be "
+        "an integer")),
+    ({"EnableNetworkIsolation": "yes"},
+     _one("Value 'yes' at 'enableNetworkIsolation' failed to satisfy constraint: Member must be a boolean")),
+])
+def test_each_kind_of_member_is_checked_with_awss_message(change, message):
+    assert shape_errors("CreateTrainingJob", {**training(), **change}) == message
+
+
+def test_valid_members_of_every_kind_pass():
+    request = {**training(), "EnableNetworkIsolation": True, "Environment": {"A_1": "x" * 512},
+               "ProfilerConfig": {"ProfilingIntervalInMilliseconds": 500}, "Tags": [{"Key": "k", "Value": "v"}],
+               "HyperParameters": {}}
+    assert shape_errors("CreateTrainingJob", request) is None
+    assert shape_errors("ListTrainingJobs", {"CreationTimeAfter": datetime.datetime(2026, 1, 1),
+                                             "CreationTimeBefore": "2026-01-02T00:00:00Z",
+                                             "LastModifiedTimeAfter": 1767225600, "LastModifiedTimeBefore": 1.5e9,
+                                             "MaxResults": 10}) is None
+    config = endpoint_config("ml.m5.large")
+    config["ProductionVariants"][0]["InitialVariantWeight"] = 1
+    assert shape_errors("CreateEndpointConfig", config) is None
+    config["ProductionVariants"][0]["InitialVariantWeight"] = 0.5
+    assert shape_errors("CreateEndpointConfig", config) is None
+
+
+def test_numbers_timestamps_and_maps_with_awss_messages():
+    config = endpoint_config("ml.m5.large", "ml.m5.large", "ml.m5.large")
+    for variant, weight in zip(config["ProductionVariants"], ("heavy", True, -1.5), strict=True):
+        variant["InitialVariantWeight"] = weight
+    assert shape_errors("CreateEndpointConfig", config) == (
+        "3 validation errors detected: Value 'heavy' at 'productionVariants.1.member.initialVariantWeight' failed to "
+        "satisfy constraint: Member must be a number; Value 'True' at "
+        "'productionVariants.2.member.initialVariantWeight' failed to satisfy constraint: Member must be a number; "
+        "Value '-1.5' at "
+        "'productionVariants.3.member.initialVariantWeight' failed to satisfy constraint: Member must have value "
+        "greater than or equal to 0")
+    monitoring = schedule(1800)
+    monitoring["MonitoringScheduleConfig"]["MonitoringJobDefinition"]["MonitoringInputs"][0]["EndpointInput"][
+        "ProbabilityThresholdAttribute"] = "half"  # a double
+    assert shape_errors("CreateMonitoringSchedule", monitoring) == _one(
+        "Value 'half' at 'monitoringScheduleConfig.monitoringJobDefinition.monitoringInputs.1.member.endpointInput."
+        "probabilityThresholdAttribute' failed to satisfy constraint: Member must be a number")
+    assert shape_errors("ListTrainingJobs", {"CreationTimeAfter": [1]}) == _one(
+        "Value '[1]' at 'creationTimeAfter' failed to satisfy constraint: Member must be a timestamp")
+    variables = {f"V{i}": "x" for i in range(101)}
+    shown = str(variables)[:117] + "..."
+    assert shape_errors("CreateTrainingJob", {**training(), "Environment": variables}) == _one(
+        f"Value '{shown}' at 'environment' failed to satisfy constraint: Member must have length less than or equal "
+        "to 100")
+    assert shape_errors("CreateTrainingJob", {**training(), "Environment": {"A": "x" * 513}}) == _one(
+        f"Value '{'x' * 117}...' at 'environment.A.value' failed to satisfy constraint: Member must have length less "
+        "than or equal to 512")
+
+
+def test_list_lengths_with_awss_messages():
+    tags = [{"Key": f"k{i}", "Value": "v"} for i in range(51)]
+    assert shape_errors("CreateTrainingJob", {**training(), "Tags": tags}) == _one(
+        f"Value '{str(tags)[:117]}...' at 'tags' failed to satisfy constraint: Member must have length less than or "
+        "equal to 50")
+    assert shape_errors("CreateTrainingJob", {**training(), "Tags": tags[:50]}) is None
+    request = training()
+    request["AlgorithmSpecification"]["ContainerEntrypoint"] = []
+    assert shape_errors("CreateTrainingJob", request) == _one(
+        "Value '[]' at 'algorithmSpecification.containerEntrypoint' failed to satisfy constraint: Member must have "
+        "length greater than or equal to 1")
+
+
+@pytest.mark.parametrize(("length", "shown"), [(120, "#" + "n" * 119), (121, "#" + "n" * 116 + "...")])
+def test_values_are_shown_up_to_120_characters(length, shown):
+    key = "#" + "n" * (length - 1)
+    assert shape_errors("CreateTrainingJob", {**training(), "Tags": [{"Key": key, "Value": "v"}]}) == _one(
+        f"Value '{shown}' at 'tags.1.member.key' failed to satisfy constraint: Member must satisfy regular expression "
+        "pattern: ^([\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*)")
+
+
+def test_a_pattern_is_shown_with_one_leading_caret():
+    """As AWS writes it, whether or not the model's pattern has one (botocore's other services: models of any kind)."""
+    model = ServiceModel({
+        "metadata": {"protocol": "json", "apiVersion": "2026-01-01", "endpointPrefix": "t", "serviceId": "T"},
+        "operations": {"Put": {"name": "Put", "http": {"method": "POST", "requestUri": "/"}, "input": {"shape": "In"}}},
+        "shapes": {"In": {"type": "structure", "members": {
+            "Plain": {"shape": "Plain"}, "Anchored": {"shape": "Anchored"}, "Spaced": {"shape": "Spaced"},
+            "Caret": {"shape": "Caret"}}},
+            "Plain": {"type": "string", "pattern": "X[a-z]+"}, "Anchored": {"type": "string", "pattern": "^[a-z]+$"},
+            "Spaced": {"type": "string", "pattern": " [a-z]+"}, "Caret": {"type": "string", "pattern": "[a-z]+^?"}}})
+    with pytest.raises(ValidationException) as info:
+        validate(model.operation_model("Put"), {"Plain": "1", "Anchored": "1", "Spaced": "1", "Caret": "1"})
+    assert info.value.message == (
+        "4 validation errors detected: Value '1' at 'plain' failed to satisfy constraint: Member must satisfy regular "
+        "expression pattern: ^X[a-z]+; Value '1' at 'anchored' failed to satisfy constraint: Member must satisfy "
+        "regular expression pattern: ^[a-z]+$; Value '1' at 'spaced' failed to satisfy constraint: Member must satisfy "
+        "regular expression pattern: ^ [a-z]+; Value '1' at 'caret' failed to satisfy constraint: Member must satisfy "
+        "regular expression pattern: ^[a-z]+^?")
+
+
+# -- the documented rules' messages, exactly --------------------------------------------------------------------------
+def test_the_rules_messages_in_full():
+    request = training()
+    request["AlgorithmSpecification"]["AlgorithmName"] = "surgical-detector"
+    request["EnableManagedSpotTraining"] = True
+    request["StoppingCondition"] = {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 1800}
+    assert problems("CreateTrainingJob", request) == (
+        "2 validation errors detected: algorithmSpecification: AlgorithmName and TrainingImage are mutually exclusive: "
+        "give one of them, not both.; stoppingCondition.maxWaitTimeInSeconds: Value 1800 is less than "
+        "MaxRuntimeInSeconds (3600): the time a managed Spot training job may wait and run must be equal to or greater "
+        "than MaxRuntimeInSeconds.")
+    del request["AlgorithmSpecification"]["AlgorithmName"], request["AlgorithmSpecification"]["TrainingImage"]
+    del request["StoppingCondition"]["MaxWaitTimeInSeconds"]
+    assert problems("CreateTrainingJob", request) == _one(
+        "algorithmSpecification: give either AlgorithmName (an algorithm resource) or TrainingImage (the image of the "
+        "algorithm's container).")
+    job = processing()
+    job["ProcessingInputs"][0]["S3Input"]["LocalPath"] = "/data/video"
+    assert problems("CreateProcessingJob", job) == _one(
+        "processingInputs.1.member.s3Input.localPath: Value '/data/video' must begin with /opt/ml/processing/: a "
+        "processing container's inputs and outputs are mounted under it.")
+    missing = TEST_KEY_ARN.replace("123456789012", "210987654321")  # another account's key: not found here
+    request = training()
+    request["OutputDataConfig"]["KmsKeyId"] = missing
+    assert problems("CreateTrainingJob", request) == _one(
+        f"outputDataConfig.kmsKeyId: KMS key '{missing}' does not exist: kms:DescribeKey finds no such key (or alias) "
+        "in this account and Region.")
+
+
+def test_a_rule_on_the_request_itself_names_the_request():
+    from local_aws.sagemaker import rules
+
+    ctx = rules._Context("CreateTrainingJob")
+    rules._algorithm(ctx, {}, "")
+    rules._algorithm(ctx, {"TrainingImage": IMAGE, "AlgorithmName": "a"}, "")
+    assert ctx.errors == [
+        "request: give either AlgorithmName (an algorithm resource) or TrainingImage (the image of the algorithm's "
+        "container).", "request: AlgorithmName and TrainingImage are mutually exclusive: give one of them, not both."]
+
+
+def test_an_hourly_schedule_without_a_type_is_data_quality_and_an_unknown_type_gets_the_hour():
+    request = schedule(3601)
+    del request["MonitoringScheduleConfig"]["MonitoringType"]
+    assert problems("CreateMonitoringSchedule", request) == _one(
+        "monitoringScheduleConfig.monitoringJobDefinition.stoppingCondition.maxRuntimeInSeconds: Value 3601 exceeds "
+        "the frequency of the schedule: the jobs of an hourly DataQuality schedule may run at most 3600 seconds.")
+    with pytest.raises(ValidationException, match=r"hourly NewKind schedule may run at most 3600 seconds\.$"):
+        check("CreateMonitoringSchedule", schedule(3601, kind="NewKind"), key_exists=key_exists)
+    assert check("CreateMonitoringSchedule", schedule(3600, kind="NewKind"), key_exists=key_exists) is None
+
+
+def test_the_rules_leave_what_is_not_a_structure_or_list_to_the_shapes():
+    request = training()
+    request["ResourceConfig"] = [{"VolumeKmsKeyId": "not-a-key", "InstanceType": "ml.g4dn.xlarge"}]
+    request["ProcessingInputs"] = {"S3Input": {"LocalPath": "/data"}}  # not a member of this operation
+    assert check("CreateTrainingJob", request, key_exists=key_exists) is None
+    assert check("CreateTrainingJob", ["not", "a", "request"], key_exists=key_exists) is None
+
+
+@pytest.mark.parametrize(("code", "exists"), [("NotFoundException", False), ("InvalidArnException", False),
+                                              ("ValidationException", False), ("AccessDeniedException", None)])
+def test_the_key_lookup_reads_kms_errors(code, exists):
+    class Refusing:
+        def describe_key(self, KeyId: str) -> dict[str, Any]:
+            raise ClientError({"Error": {"Code": code, "Message": "x"}}, "DescribeKey")
+
+    keys = KmsKeys(Refusing())
+    if exists is None:  # anything else is not an answer about the key
+        with pytest.raises(ClientError):
+            keys("alias/x")
+    else:
+        assert keys("alias/x") is exists
