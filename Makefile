@@ -1,18 +1,21 @@
 # One entry point for people and CI. 'make test' and 'make demo' set everything up first when needed.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# MWAA 3.3.1 runs Python 3.12: python3.12 on PATH, else pyenv's newest 3.12.x (PYTHON=/path/to/python3.12 to choose).
+PYTHON ?= $(shell for p in python3.12 $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/3.12.*/bin/python3.12 2>/dev/null | sort -V -r); do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { command -v "$$p"; break; }; done)
+SDK_VENV := .venv-sagemaker-sdk
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: containers mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
+.PHONY: sagemaker-sdk containers mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
-setup: $(STAMP) containers browser label-studio-install  ## create .venv with Python 3.11, pinned dependencies and FFmpeg (+ each container's own venv, chromium, Label Studio's venv)
+setup: $(STAMP) containers browser label-studio-install sagemaker-sdk  ## .venv as MWAA 3.3.1 installs it (Python 3.12, MWAA's pins) + dev tools and FFmpeg; each container's own venv, chromium, Label Studio's and the SageMaker SDK's venvs
 
 # Each container in an environment of its own (containers/<name>/.venv: its requirements.txt on its base image's
 # Python); the local SageMaker runs jobs and endpoints with it. Rebuilt only when its requirements change.
@@ -38,15 +41,29 @@ browser:
 			chromium >/dev/null; \
 	fi
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt constraints-dev.txt
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (MWAA runs 3.11), found " + sys.version.split()[0]'
+# .venv is MWAA's Airflow environment (tools/mwaa_install.py: MWAA's required packages with its airflow_constraints.txt,
+# then requirements.txt under its essential constraints) plus the dev tools; a .venv of another Python is rebuilt.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt constraints-dev.txt mwaa/3.3.1/airflow_constraints.txt
+	@if [ -z "$(PYTHON)" ]; then echo "Python 3.12 is required (MWAA 3.3.1 runs 3.12.13) and none was found: install it (Debian's python3.12, 'pyenv install 3.12', or python.org) or pass PYTHON=/path/to/python3.12" >&2; exit 1; fi
+	@if [ -x $(BIN)/python ] && ! $(BIN)/python -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then \
+		echo "$(VENV) is not Python 3.12: rebuilding it"; rm -rf $(VENV); fi
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'pip==26.3'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/python -m tools.mwaa_install requirements.txt -r requirements-dev.txt
 	@# FFmpeg from the pinned imageio-ffmpeg wheel (a static build): no system package needed.
 	ln -sf "$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" $(BIN)/ffmpeg
 	$(BIN)/ffmpeg -hide_banner -version | head -n 1
 	touch $(STAMP)
+
+# The SageMaker Python SDK v3 needs boto3 >= 1.43.90 (sagemaker-core >= 2.22; older ones want importlib-metadata < 7,
+# which Airflow 3.3.1 on 3.12 refuses), and MWAA 3.3.1 pins boto3 1.43.56: it cannot share MWAA's environment, so
+# the test that drives the local SageMaker with it runs it from a venv of its own.
+sagemaker-sdk: $(SDK_VENV)/.setup-done
+$(SDK_VENV)/.setup-done: requirements-sagemaker-sdk.txt constraints-sagemaker-sdk.txt $(STAMP)
+	test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check 'pip==26.3'
+	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-sagemaker-sdk.txt
+	touch $@
 
 up: setup  ## start the local AWS stack (background processes on loopback) and deploy infra/ (LABEL_STUDIO=1: Label Studio too)
 	$(BIN)/python -m local_aws up
@@ -100,19 +117,18 @@ bench: setup  ## benchmarks (figures and ratios against a baseline measured in t
 		echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 mutation: setup  ## mutation testing of the gates (mutmut; per module killed/survived, RESULT line; ONLY="promotion deploy")
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints-dev.txt -r requirements-mutation.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -c constraints-dev.txt -r requirements-mutation.txt
 	$(BIN)/python bench/mutation.py $(if $(ONLY),--only $(ONLY))
 
 test-repeat:  ## flake watch: the whole suite N times (default 3), each from a fresh clone of HEAD; per-test failures
 	$(or $(shell command -v python3),python3) tools/test_repeat.py --runs $(or $(N),3)
 
-constraints:  ## re-resolve the pinned sets (needs network to PyPI)
+constraints:  ## constraints.txt from MWAA's (tools/mwaa_constraints.py); re-resolve constraints-dev.txt (needs PyPI)
+	$(PYTHON) -m tools.mwaa_constraints
 	rm -rf /tmp/constraints-venv && $(PYTHON) -m venv /tmp/constraints-venv
 	/tmp/constraints-venv/bin/pip install --quiet 'pip==26.3'
-	/tmp/constraints-venv/bin/pip install --quiet $$(grep -E '^[a-z]' requirements.txt)
-	{ head -n 2 constraints.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints.txt.new && mv constraints.txt.new constraints.txt
-	/tmp/constraints-venv/bin/pip install --quiet $$(grep -E '^[a-z]' requirements-dev.txt)
-	{ head -n 1 constraints-dev.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable; } > constraints-dev.txt.new && mv constraints-dev.txt.new constraints-dev.txt
+	/tmp/constraints-venv/bin/python -m tools.mwaa_install requirements.txt -r requirements-dev.txt
+	{ head -n 2 constraints-dev.txt; /tmp/constraints-venv/bin/pip freeze --exclude-editable | $(PYTHON) -m tools.mwaa_constraints --dev-only; } > constraints-dev.txt.new && mv constraints-dev.txt.new constraints-dev.txt
 
 clean: down  ## remove the venv and the local state
-	rm -rf $(VENV) .venv-label-studio .local dist containers/*/.venv tests/containers/*/.venv
+	rm -rf $(VENV) $(SDK_VENV) .venv-label-studio .local dist containers/*/.venv tests/containers/*/.venv

@@ -23,7 +23,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -66,7 +65,10 @@ def install() -> Path:
         return executable()
     print(f"  installing Label Studio into {VENV} (once)")
     if not (VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        # Python 3.11, as its pins were resolved on (Label Studio is a service of its own, not part of MWAA's 3.12)
+        from local_aws.container_envs import interpreter
+
+        subprocess.run([str(interpreter("3.11")), "-m", "venv", str(VENV)], check=True)
     result = subprocess.run([str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet",
                              "--disable-pip-version-check", "-r", str(HERE / "requirements.txt"),
                              "-c", str(HERE / "constraints.txt")], capture_output=True, text=True)

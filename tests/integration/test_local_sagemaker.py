@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,9 @@ from local_aws import stack
 from tests.conftest import ENDPOINT_WAITER, wait_for
 
 pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+SDK_PYTHON = REPO / ".venv-sagemaker-sdk" / "bin" / "python"  # make sagemaker-sdk
+SDK_CLIENT = REPO / "tests" / "sdk" / "sagemaker_sdk_client.py"
 ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"  # infra/platform.yaml (make up deploys it)
 BUCKET = "surgical-models"
 RESOURCES = {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}
@@ -281,16 +287,17 @@ def test_model_errors_and_data_capture(sm, aws, toy_image, model_data):
     assert error_of(sm.describe_endpoint, EndpointName=name)[0] == "ValidationException"
 
 
-def test_sagemaker_sdk_describes_jobs_and_invokes_endpoints(sm, toy_image, model_data, local_stack, monkeypatch):
-    for key, value in local_stack.aws_environment().items():  # the SDK finds the stack like any AWS client
-        monkeypatch.setenv(key, value)
-    from sagemaker.core.resources import Endpoint, TrainingJob
-
+def test_sagemaker_sdk_describes_jobs_and_invokes_endpoints(sm, toy_image, model_data, local_stack):
+    """The SageMaker Python SDK (v3, from its own venv: it needs a boto3 newer than MWAA's) finds the stack like any
+    AWS client and reads the local SageMaker's answers."""
     name = f"sdk-{uuid.uuid4().hex[:6]}"
     sm.create_endpoint(EndpointName=name, EndpointConfigName=_endpoint_config(sm, toy_image, model_data, "sdk"))
     _wait_in_service(sm, name)
     training = model_data.split("/models/")[1].split("/")[0]
-    assert TrainingJob.get(training_job_name=training).training_job_status == "Completed"
-    response = Endpoint.get(endpoint_name=name).invoke(body=json.dumps({"x": 1}), content_type="application/json")
-    body = response.body.read() if hasattr(response.body, "read") else response.body
-    assert json.loads(body)["model"] == "sdk"
+    assert SDK_PYTHON.exists(), f"{SDK_PYTHON} is missing: run 'make setup' (make sagemaker-sdk)"
+    result = subprocess.run([str(SDK_PYTHON), str(SDK_CLIENT), training, name], capture_output=True, text=True,
+                            timeout=300, env={**os.environ, **local_stack.aws_environment()})
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen == {"training_job_status": "Completed", "body": seen["body"]}
+    assert seen["body"]["model"] == "sdk"

@@ -1,5 +1,7 @@
-"""The MWAA bundle works on its own: its requirements install in a clean venv from its constraints, and every DAG
-parses there as MWAA's DAG processor parses it (dags/ and the unzipped plugins.zip as MWAA lays them out).
+"""The MWAA bundle works on its own: installed as MWAA 3.3.1 installs it (a clean Python 3.12 venv, MWAA's required
+packages with its airflow_constraints.txt, then the bundle's requirements.txt with safe-pip-install's command under
+its essential constraints: tools/mwaa_install.py), every DAG parses there as MWAA's DAG processor parses it (dags/
+and the unzipped plugins.zip as MWAA lays them out).
 
 No repository path is on sys.path in the parsing process: only the bundle. One clean install takes ~2 minutes on 2
 cores (pip's cache and the local index make it feasible); it runs once per session.
@@ -19,9 +21,12 @@ import pytest
 
 from tools import mwaa_bundle
 from tools.mwaa_bundle import MWAA_CONSTRAINTS, MWAA_HOME
+from tools.mwaa_constraints import MWAA_CONSTRAINTS as AIRFLOW_CONSTRAINTS
+from tools.mwaa_constraints import pins
 
 pytestmark = pytest.mark.bundle
 PARSE_CHECK = mwaa_bundle.REPO_ROOT / "tools" / "mwaa_parse_check.py"
+MWAA_INSTALL = mwaa_bundle.REPO_ROOT / "tools" / "mwaa_install.py"
 MAX_PARSE_SECONDS = 0.3  # as tests/dags/test_dag_integrity.py
 
 
@@ -48,9 +53,10 @@ def mwaa(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     venv = root / "venv"
     # The base interpreter's venv module: no --system-site-packages, nothing of the dev venv leaks in.
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "import sys; assert sys.version_info[:2] == (3, 12)"]
+                          ).returncode == 0, "MWAA 3.3.1 runs Python 3.12"
     result = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "-r", str(home / "requirements" / "requirements.txt")],
+        [str(venv / "bin" / "python"), str(MWAA_INSTALL), str(home / "requirements" / "requirements.txt")],
         capture_output=True, text=True, timeout=540, env={**os.environ, "PIP_NO_INPUT": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return {"home": home, "python": venv / "bin" / "python", "venv": venv}
@@ -68,6 +74,15 @@ def test_installed_set_is_consistent(mwaa):
     result = subprocess.run([str(mwaa["python"]), "-m", "pip", "check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert not (mwaa["venv"] / "pyvenv.cfg").read_text().count("include-system-site-packages = true")
+    # MWAA's workers only orchestrate: no model, image or video code in the Airflow environment.
+    for module in ("torch", "torchvision", "cv2", "onnxruntime", "sagemaker"):
+        found = subprocess.run([str(mwaa["python"]), "-c", f"import {module}"], capture_output=True, text=True)
+        assert found.returncode != 0 and "No module named" in found.stderr, module
+    # Every version MWAA pins is the version installed: the bundle's constraints.txt is MWAA's own.
+    frozen = subprocess.run([str(mwaa["python"]), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    mwaa_pins = pins(AIRFLOW_CONSTRAINTS.read_text())
+    installed = pins(frozen)
+    assert {n: v for n, v in installed.items() if n in mwaa_pins and mwaa_pins[n] != v} == {}
 
 
 @pytest.mark.parametrize("environment_name", ["surgical-mlops-dev", "surgical-mlops-prod"])

@@ -85,9 +85,11 @@ def test_make_target_writes_dist_mwaa():
 
 def test_mwaa_environment_runs_the_airflow_the_constraints_pin():
     from local_aws.bootstrap import _load_template
+    from tools.mwaa_install import airflow_version
 
-    pinned = next(line.split("==", 1)[1] for line in (REPO / "constraints.txt").read_text().splitlines()
+    pinned = next(line.split("==", 1)[1] for line in (REPO / "requirements.txt").read_text().splitlines()
                   if line.startswith("apache-airflow=="))
+    assert pinned == airflow_version()  # MWAA's essential constraints pin it: a requirements.txt cannot differ
     template = _load_template(REPO / "infra" / "mwaa.yaml")
     assert template["Parameters"]["AirflowVersion"]["Default"] == pinned
     environment = template["Resources"]["Environment"]["Properties"]
