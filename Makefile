@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-done
 export PYTHONPATH := $(CURDIR):$(CURDIR)/plugins
 
-.PHONY: sagemaker-sdk containers mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
+.PHONY: test-container-code sagemaker-sdk containers mutation test-repeat label-studio-install label-studio-up label-studio-down help setup up down status test test-unit test-integration lint demo demo-down bench constraints clean mwaa-bundle browser airflow-up airflow-down airflow-status
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ setup: $(STAMP) containers browser label-studio-install sagemaker-sdk  ## .venv 
 
 # Each container in an environment of its own (containers/<name>/.venv: its requirements.txt on its base image's
 # Python); the local SageMaker runs jobs and endpoints with it. Rebuilt only when its requirements change.
-containers: $(STAMP)  ## each container's own environment (containers/<name>/.venv, tests/containers/<name>/.venv)
+containers: $(STAMP)  ## each container's own environment (containers/<name>/.venv, tests/containers/<name>/.venv) and the test environments of tested containers (tests/container_code/<name>/.venv)
 	@$(BIN)/python -m local_aws.container_envs
 
 # Label Studio in a venv of its own (.venv-label-studio; its pins clash with Airflow's): once, ~90 s.
@@ -92,7 +92,7 @@ status: setup  ## health of each local stack process
 
 lint: setup  ## ruff, bandit, cfn-lint and hadolint (the IAM policy linter and the secrets scanner run in the tests)
 	$(BIN)/ruff check .
-	$(BIN)/hadolint --config .hadolint.yaml containers/*/Dockerfile tests/containers/*/Dockerfile
+	$(BIN)/hadolint --config .hadolint.yaml containers/*/Dockerfile tests/containers/*/Dockerfile compose/stack.Dockerfile
 	$(BIN)/bandit -q -c pyproject.toml --severity-level high -r dags include plugins local_aws tools containers
 	$(BIN)/cfn-lint infra/*.yaml
 
@@ -100,6 +100,9 @@ lint: setup  ## ruff, bandit, cfn-lint and hadolint (the IAM policy linter and t
 # waiting on jobs and sensors, so two of them overlap well on 2 cores; each worker has its own local stack.
 test: setup lint  ## set up, lint and run every test (unit, integration against the local stack, end-to-end)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+test-container-code: setup  ## the tests of container code in each container's test env (NAME=trainer|inference, ARGS=pytest args)
+	$(BIN)/python tests/container_code/run.py $(NAME) $(ARGS)
 
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration and not e2e and not bundle"

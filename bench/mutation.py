@@ -50,7 +50,7 @@ GATES: dict[str, tuple[list[str], list[str]]] = {
     "consolidation": (["include/labeling/consolidation.py"],
                       ["tests/unit/test_labeling.py", "tests/unit/test_label_studio_format.py"]),
     "payloads": (["include/lambdas/api_detect.py", "containers/inference/payload.py"],
-                 ["tests/unit/test_api_detect.py", "tests/unit/test_inference.py"]),
+                 ["tests/unit/test_api_detect.py", "tests/container_code/inference/test_payload.py"]),
     "request_validator": (["local_aws/sagemaker/validation.py", "local_aws/sagemaker/rules.py"],
                           ["tests/unit/test_sagemaker_rules.py", "tests/unit/test_security.py"]),
 }

@@ -4,12 +4,14 @@
 
 The model is the trainer's: ``.local/bench/train/last-model`` (written by ``bench/train.py``) when it is there, else
 an untrained ``build_model`` with calibrated BatchNorm statistics (same architecture and cost; see
-``tests/inference_model.py``), exported with the trainer's ``export.export`` (``model.ts`` + checked ``model.onnx``).
+``tests/inference_model.py``), exported with the trainer's ``export.export`` (``model.ts`` + checked ``model.onnx``)
+by ``build_model_dir``: in the trainer's own environment, since the Airflow environment this runs in has no torch.
 
-Each runtime is the container as SageMaker starts it (``entrypoint.py serve``: gunicorn, one worker per core, the
-model loaded once per worker), measured directly on its HTTP port (``POST /invocations``, JPEG body) with 1 and with
-8 concurrent clients (threads, one request in flight each); the two runtimes take turns in slices, so a change in
-the load of a shared machine falls on both. The table also has one row through the local
+Each runtime is the container as SageMaker starts it (the Dockerfile's ENTRYPOINT, ``entrypoint.py serve``, in the
+inference container's own environment, ``containers/inference/.venv``, as the local SageMaker runs it: gunicorn, one
+worker per core, the model loaded once per worker), measured directly on its HTTP port (``POST /invocations``, JPEG
+body) with 1 and with 8 concurrent clients (threads, one request in flight each); the two runtimes take turns in
+slices, so a change in the load of a shared machine falls on both. The table also has one row through the local
 stack (``--no-endpoint`` skips it): InvokeEndpoint with boto3 via the local SageMaker, which proxies each call in
 Python on the same two cores: it shows the host's overhead, not the container's. Targets (PASS/FAIL): ONNX p50 <= 25 ms
 with 1 client, >= 1.5x faster than eager (p50, 1 client), p99 <= 2x p50 under 8 clients.
@@ -35,34 +37,25 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from local_aws.sagemaker.containers import parse_dockerfile  # noqa: E402
 from tests.inference_model import (  # noqa: E402 - the model folder the tests use, made by the trainer's code
     INFERENCE,
-    calibrated_model,
+    build_model_dir,
     jpeg,
     synthetic_frames,
-    trainer_modules,
-    write_model_dir,
 )
 
 TRAINED = REPO / ".local" / "bench" / "train" / "last-model"
+ROLE = "arn:aws:iam::123456789012:role/surgical-sagemaker-execution"
 TARGET_P50_MS, TARGET_SPEEDUP, TARGET_TAIL = 25.0, 1.5, 2.0
 
 
 def model_folder(root: Path) -> tuple[Path, str]:
     if (TRAINED / "model.pt").is_file() and (TRAINED / "model_config.json").is_file():
-        import torch
-
-        train, _ = trainer_modules()
-        config = json.loads((TRAINED / "model_config.json").read_text())
-        model = train.build_model(config["model"], len(config["classes"]), config["image_size"],
-                                  config.get("model_kwargs"), config["hyperparameters"]["anchor_min_ratio"])
-        model.load_state_dict(torch.load(TRAINED / "model.pt", map_location="cpu", weights_only=True))
-        folder = write_model_dir(root / "model", model.eval(), config["image_size"])
-        written = json.loads((folder / "model_config.json").read_text())  # keep the trained classes and threshold
-        written.update({k: config[k] for k in ("classes", "score_threshold", "num_classes")})
-        (folder / "model_config.json").write_text(json.dumps(written, indent=1))
-        return folder, f"trained ({TRAINED.relative_to(REPO)}, image_size {config['image_size']})"
-    return write_model_dir(root / "model", calibrated_model(256), 256), "untrained, calibrated (image_size 256)"
+        image_size = json.loads((TRAINED / "model_config.json").read_text())["image_size"]
+        folder = build_model_dir(root / "model", trained=TRAINED)  # keeps the trained classes and threshold
+        return folder, f"trained ({TRAINED.relative_to(REPO)}, image_size {image_size})"
+    return build_model_dir(root / "model", 256), "untrained, calibrated (image_size 256)"
 
 
 def free_port() -> int:
@@ -76,9 +69,11 @@ class Server:
 
     def __init__(self, folder: Path, runtime: str) -> None:
         self.port = free_port()
-        env = {**os.environ, "SM_MODEL_DIR": str(folder), "SAGEMAKER_BIND_TO_PORT": str(self.port),
-               "INFERENCE_BIND_HOST": "127.0.0.1", "INFERENCE_RUNTIME": runtime, "INFERENCE_LOG_LEVEL": "WARNING"}
-        self.process = subprocess.Popen([sys.executable, str(INFERENCE / "entrypoint.py"), "serve"], env=env,
+        image = parse_dockerfile("surgical-mlops/inference", INFERENCE)
+        env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, **image.env, "SM_MODEL_DIR": str(folder),
+               "SAGEMAKER_BIND_TO_PORT": str(self.port), "INFERENCE_BIND_HOST": "127.0.0.1",
+               "INFERENCE_RUNTIME": runtime, "INFERENCE_LOG_LEVEL": "WARNING"}
+        self.process = subprocess.Popen(image.command(None, ["serve"]), cwd=image.workdir, env=env,
                                         start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -194,7 +189,9 @@ def endpoint_row(folder: Path, frames: list[bytes], requests: int) -> dict[str, 
         runtime = bootstrap.client(settings, "sagemaker-runtime")
         s3.put_object(Bucket="surgical-models", Key="bench/model.tar.gz", Body=model_archive(folder))
         image = bootstrap.image_uri(bootstrap.image_repository(INFERENCE))
-        sm.create_model(ModelName="bench", ExecutionRoleArn="arn:aws:iam::123456789012:role/bench", PrimaryContainer={
+        # the pipeline's SageMaker execution role (infra/platform.yaml, which the stack's bootstrap deploys): the
+        # local SageMaker refuses a role that does not exist or that SageMaker cannot assume, as AWS does
+        sm.create_model(ModelName="bench", ExecutionRoleArn=ROLE, PrimaryContainer={
             "Image": image, "ModelDataUrl": "s3://surgical-models/bench/model.tar.gz",
             "Environment": {"INFERENCE_LOG_LEVEL": "WARNING"}})
         sm.create_endpoint_config(EndpointConfigName="bench", ProductionVariants=[{

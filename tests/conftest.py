@@ -26,6 +26,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 # opt-in backends stay tested; the refusal a new account gets is tested with the setting unset.
 os.environ.setdefault("LOCAL_SAGEMAKER_OPT_INS", "ground_truth,model_monitor")
 
+collect_ignore = ["container_code"]  # run in each container's test env, by tests/unit/test_container_code.py
 T = TypeVar("T")
 # The local SageMaker gives a new variant's container LOCAL_SAGEMAKER_HEALTH_TIMEOUT seconds (default 120,
 # local_aws/sagemaker/endpoints.py) to answer /ping, after the model's download: a test waits for an endpoint longer

@@ -16,7 +16,7 @@ raises one ``ValidationException`` listing every rule a request breaks, each mes
   key ARN, an alias name or an alias ARN (the formats each member's documentation lists).
 - KMS keys exist: AWS refuses a key it cannot describe; here each key is looked up in the local KMS (moto) with
   ``kms:DescribeKey`` (``KmsKeys``; positive answers cached). Unit tests inject their own ``key_exists``.
-  ``CreateEndpointConfig.KmsKeyId`` with local-storage variants is accepted: botocore 1.44's documentation says the
+  ``CreateEndpointConfig.KmsKeyId`` with local-storage variants is accepted: botocore 1.43.56's documentation says the
   key then "does not encrypt instance local storage" (older versions said the call fails).
 - Training time: ``StoppingCondition.MaxRuntimeInSeconds`` "The maximum value is 28 days" (CreateTrainingJob and the
   training definitions of CreateHyperParameterTuningJob); ``MaxWaitTimeInSeconds`` "must be equal to or greater than

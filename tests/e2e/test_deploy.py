@@ -53,7 +53,7 @@ def packages(aws, tmp_path_factory) -> dict[str, str]:
     """Four Approved versions: v1 and v2 of a trained model, v3 with a corrupt artifact, v4 of the same good artifact
     whose registered evaluation is not its own (every frame's recorded boxes are elsewhere): it serves, and its smoke
     test fails."""
-    from tests.unit.test_trainer import run_job
+    from tests.container_code.trainer.jobs import run_job
 
     root = tmp_path_factory.mktemp("deploy-model")
     dataset, frames = make_dataset(root, videos=3, frames=6, width=192, height=112, prefix="dep")

@@ -69,7 +69,7 @@ def airflow_home(harness_airflow_home):
 @pytest.fixture(scope="module")
 def deployed(aws, airflow_home, tmp_path_factory) -> dict:
     """A model trained on normal videos, registered with its lineage and deployed by the deploy DAG."""
-    from tests.unit.test_trainer import run_job
+    from tests.container_code.trainer.jobs import run_job
 
     root = tmp_path_factory.mktemp("drift")
     dataset, frames = make_dataset(root / "trained", videos=6, frames=10, width=192, height=112, prefix="drftrain")

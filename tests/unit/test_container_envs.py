@@ -1,10 +1,14 @@
 """Each container runs in an environment of its own (``local_aws.container_envs``): its requirements.txt on its base
 image's Python, nothing of the project or of the Airflow environment; the local SageMaker starts its ``python`` with
-that environment's interpreter and refuses an image whose environment is missing or stale."""
+that environment's interpreter and refuses an image whose environment is missing or stale. The tests of a container's
+code run in its test environment (``tests/container_code/<name>/.venv``): the container's packages, not copies of
+them, and the tests' own."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -18,6 +22,7 @@ from local_aws.sagemaker.runners import base_environment
 from local_aws.settings import REPO_ROOT
 
 FOLDERS = container_envs.folders()
+TESTED = container_envs.tests_env_folders()
 # What each container's code imports beyond the standard library (its requirements.txt provides them)
 OWN = {"trainer": ["torch", "torchvision", "pycocotools", "onnx"], "inference": ["onnxruntime", "torch", "gunicorn"],
        "drift_monitor": ["numpy", "scipy", "cv2"], "frame_extractor": [], "toy": [], "monitor_probe": []}
@@ -57,6 +62,73 @@ def test_the_local_sagemaker_starts_python_from_the_containers_environment(folde
     image = parse_dockerfile("test/image", folder)
     argv = image.command(None, ["train"])
     assert argv[0] == str(folder / ".venv" / "bin" / "python") and argv[-1] == "train"
+
+
+@pytest.mark.parametrize("folder", TESTED, ids=lambda f: f.name)
+def test_a_test_environment_runs_the_containers_own_packages_and_entrypoint(folder):
+    """In the container's folder with no PYTHONPATH, the test env's interpreter is the base image's Python, imports
+    the container's entrypoint module and every package the container's code imports from the container's own
+    environment (the files its jobs run), and the tests' runner from its own."""
+    container = container_envs.container_of(folder)
+    modules = [*OWN[container.name], "entrypoint", "pytest"]
+    code = ("import importlib.util, json, sys; print(json.dumps({'version': '%d.%d' % sys.version_info[:2], "
+            f"'prefix': sys.prefix, 'origins': {{m: importlib.util.find_spec(m).origin for m in {modules!r}}}}}))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([str(container_envs.venv_python(folder)), "-c", code], cwd=container, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen["version"] == container_envs.base_python(container) and Path(seen["prefix"]) == folder / ".venv"
+    origins = {m: Path(origin) for m, origin in seen["origins"].items()}
+    assert origins.pop("entrypoint") == container / "entrypoint.py"
+    assert origins.pop("pytest").is_relative_to(folder / ".venv")
+    assert all(origin.is_relative_to(container / ".venv") for origin in origins.values()), origins
+
+
+@pytest.mark.parametrize("folder", TESTED, ids=lambda f: f.name)
+def test_a_test_environment_holds_no_copy_of_a_container_package(folder):
+    """Its own site-packages has none of the container env's distributions (torch, numpy, pillow, ...) and nothing
+    that would hide one of the container's modules: they come from the container's environment only."""
+    container = container_envs.container_of(folder)
+    version = container_envs.base_python(container)
+    own = container_envs.site_packages(folder / ".venv", version)
+    names = {container_envs._normalized(d.metadata["Name"]) for d in importlib.metadata.distributions(path=[str(own)])}
+    theirs = container_envs.provided(container)
+    assert "pytest" in names and "pip" in theirs and not names & theirs
+    assert not container_envs._top_level(own) & container_envs._top_level(
+        container_envs.site_packages(container / ".venv", version))
+    assert not {"torch", "numpy", "PIL", "pip"} & {p.name for p in own.iterdir()}
+
+
+def test_a_test_environment_is_stale_when_its_container_env_or_the_tests_pins_change(tmp_path, monkeypatch):
+    """Stamped like a container env: a change of the tests' requirements or constraints, or a rebuilt container env
+    (another stamp), makes it stale; so does a stale container env."""
+    container = _copy(REPO_ROOT / "tests" / "containers" / "toy", tmp_path / "containers" / "toy")
+    code = tmp_path / "tests" / "container_code"
+    (code / "toy").mkdir(parents=True)
+    for name in ("requirements.txt", "constraints.txt"):
+        shutil.copy(container_envs.CONTAINER_CODE / name, code / name)
+    monkeypatch.setattr(container_envs, "REPO", tmp_path)
+    monkeypatch.setattr(container_envs, "CONTAINER_CODE", code)
+    assert container_envs.tests_env_folders() == [code / "toy"]
+    assert container_envs.container_of(code / "toy") == container
+    for folder, stamp in ((container, container_envs.stamp_text), (code / "toy", container_envs.tests_env_stamp_text)):
+        (folder / ".venv" / "bin").mkdir(parents=True)
+        (folder / ".venv" / "bin" / "python").symlink_to(shutil.which("python3") or "/usr/bin/python3")
+        (folder / ".venv" / ".container-env").write_text(stamp(folder))
+    assert container_envs.tests_env_up_to_date(code / "toy")
+    pins = (code / "constraints.txt").read_text()
+    (code / "constraints.txt").write_text(pins.replace("pytest==9.2.0", "pytest==9.1.0"))
+    assert not container_envs.tests_env_up_to_date(code / "toy")
+    (code / "constraints.txt").write_text(pins)
+    assert container_envs.tests_env_up_to_date(code / "toy")
+    (container / "requirements.txt").write_text("numpy==2.4.6\n")
+    assert not container_envs.tests_env_up_to_date(code / "toy")  # its container env is stale
+    (container / ".venv" / ".container-env").write_text(container_envs.stamp_text(container))
+    assert not container_envs.tests_env_up_to_date(code / "toy")  # ... and rebuilt since: another stamp
+    (code / "requirements.txt").write_text("pytest==9.1.0\n")
+    with pytest.raises(container_envs.ContainerEnvError, match=r"is not in constraints\.txt as it is"):
+        container_envs.tests_env_pins()
 
 
 def test_base_python_is_read_from_the_images_tag(tmp_path):

@@ -1,7 +1,8 @@
 """The trainer container: a 1-epoch run on a tiny generated dataset through ``entrypoint.py train``, as the local
 SageMaker runs it (the Dockerfile's ENTRYPOINT with its COPY paths mapped back to the folder, the runner's training
 environment and config files): outputs, metric lines, evaluation.json, resume, NaN and empty-dataset failures, a
-missing channel, and the TorchScript export against the PyTorch model."""
+missing channel, and the TorchScript export against the PyTorch model. Runs in the trainer's test environment
+(tests/container_code/run.py): the jobs in the trainer's own (jobs.py), the checks of its modules in this process."""
 
 from __future__ import annotations
 
@@ -15,16 +16,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("torchvision")
-pytest.importorskip("pycocotools")
-
 from include.synthetic import CLASSES
-from local_aws.sagemaker.containers import parse_dockerfile
-from local_aws.sagemaker.runners import base_environment, training_environment
+from tests.container_code.trainer.jobs import FOLDER, failure, run_job, run_processing
 from tests.datasets import make_dataset
 
-FOLDER = Path(__file__).resolve().parents[2] / "containers" / "trainer"
 METRICS = {"train_loss": r"train_loss=([0-9.]+)", "val_map50": r"val_map50=([0-9.]+)",
            "test_map50": r"test_map50=([0-9.]+)"}
 FAST = {"image_size": 96, "batch_size": 4, "epochs": 1, "warmup_steps": 2}
@@ -37,33 +32,6 @@ def _coco_eval():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def run_job(root: Path, channels: dict[str, Path], hyperparameters: dict, name: str = "train-test",
-            checkpoints: Path | None = None) -> tuple[subprocess.CompletedProcess, Path]:
-    """The trainer as the local SageMaker's runner starts it; returns (process, job root)."""
-    job_root = root / name
-    for sub in ("model", "output/data", "input/config", "input/data"):
-        (job_root / sub).mkdir(parents=True, exist_ok=True)
-    for channel, source in channels.items():
-        (job_root / "input" / "data" / channel).symlink_to(source, target_is_directory=True)
-    checkpoint_dir = checkpoints or job_root / "checkpoints"
-    checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    strings = {k: str(v) for k, v in hyperparameters.items()}
-    (job_root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(strings))
-    job = {"TrainingJobArn": f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}",
-           "HyperParameters": strings}
-    image = parse_dockerfile("surgical-mlops/trainer", FOLDER)
-    env = base_environment(job_root, image, {})
-    env.update(training_environment(job_root, name, job, list(channels), checkpoint_dir))
-    proc = subprocess.run(image.command(None, ["train"]), cwd=image.workdir, env=env, capture_output=True, text=True,
-                          timeout=300)
-    return proc, job_root
-
-
-def failure(job_root: Path) -> str:
-    path = job_root / "output" / "failure"
-    return path.read_text().strip() if path.exists() else ""
 
 
 @pytest.fixture(scope="module")
@@ -539,15 +507,6 @@ def test_a_missing_channel_is_named(tmp_path, data):
     proc, job_root = run_job(tmp_path, {"dataset": data[0]}, FAST)
     assert proc.returncode == 1
     assert failure(job_root).startswith("missing channel: frames")
-
-
-def run_processing(root: Path, command: str, args: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
-    """``entrypoint.py evaluate|predict`` as the local SageMaker runs a Processing job of the trainer image."""
-    image = parse_dockerfile("surgical-mlops/trainer", FOLDER)
-    env = base_environment(root, image, {})
-    proc = subprocess.run(image.command(None, [command, *args]), cwd=image.workdir, env=env,
-                          capture_output=True, text=True, timeout=120)
-    return proc, root
 
 
 def test_the_evaluate_command_rescores_a_packed_model_as_the_training_job_did(tmp_path, trained, data):
