@@ -101,7 +101,7 @@ lint: setup  ## ruff, bandit, cfn-lint and hadolint (the IAM policy linter and t
 test: setup lint  ## set up, lint and run every test (unit, integration against the local stack, end-to-end)
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-test-container-code: setup  ## the tests of container code in each container's test env (NAME=trainer|inference, ARGS=pytest args)
+test-container-code: setup  ## the tests of container code in each container's test env (NAME=trainer|inference|drift_monitor|frame_extractor, ARGS=pytest args)
 	$(BIN)/python tests/container_code/run.py $(NAME) $(ARGS)
 
 test-unit: setup

@@ -45,7 +45,7 @@ GATES: dict[str, tuple[list[str], list[str]]] = {
     "ingest": (["include/ingest.py", "include/lambdas/quarantine.py", "include/lambdas/s3_to_sqs.py"],
                ["tests/unit/test_ingest.py", "tests/unit/test_s3_to_sqs.py"]),
     "drift": (["include/monitoring.py", "containers/drift_monitor/drift.py"],
-              ["tests/unit/test_monitoring.py", "tests/unit/test_drift_monitor.py",
+              ["tests/unit/test_monitoring.py", "tests/container_code/drift_monitor/test_drift_monitor.py",
                "tests/unit/test_trigger_drift_retrain.py"]),
     "consolidation": (["include/labeling/consolidation.py"],
                       ["tests/unit/test_labeling.py", "tests/unit/test_label_studio_format.py"]),

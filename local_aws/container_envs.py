@@ -24,7 +24,9 @@ trainer's modules), which the Airflow environment cannot (no torch on its Python
 instead (``tests/container_code/run.py``). It holds none of the container's packages: a venv on the same Python (an
 interpreter of the container env's version, without pip) whose ``_container_env.pth`` adds the container env's
 site-packages with ``site.addsitedir``, so torch, numpy, ... are the very files the container runs (and the
-container's pip installs into it). Into it goes only what the tests need beyond the container: the pinned closure
+container's pip installs into it), and the tools its Dockerfile installs with apt (``ffmpeg``) linked into its ``bin/``
+to the container env's, as the container's code looks for them there. Into it goes only what the tests need beyond
+the container: the pinned closure
 ``tests/container_code/constraints.txt`` (the resolution of ``requirements.txt`` there on the same Python) less
 every distribution the container env already has, with ``--no-deps``, so pip cannot add, up- or downgrade or shadow a
 container package whatever the tests' pins say; the build then fails if a top-level name is in both site-packages or
@@ -242,6 +244,8 @@ def build_tests_env(folder: Path, log=print) -> bool:
     subprocess.run([str(interpreter(version)), "-m", "venv", "--without-pip", str(venv)], check=True)
     own, theirs = site_packages(venv, version), site_packages(container / ".venv", version)
     (own / "_container_env.pth").write_text(f"import site; site.addsitedir({str(theirs)!r})\n")
+    for tool in _apt_tools(container):  # the image's ffmpeg: the container env's, beside this interpreter too
+        (venv / "bin" / tool).symlink_to(container / ".venv" / "bin" / tool)
     have = provided(container)
     wanted = [line for name, line in tests_env_pins().items() if name not in have]
     python = str(venv_python(folder))

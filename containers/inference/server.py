@@ -5,6 +5,9 @@ gunicorn (``gunicorn_conf.py``) runs it in several worker processes; each loads 
 ``payload.py`` and answers ``{"width", "height", "detections": [{"label", "category_id", "score", "box"}]}`` for one
 frame, ``{"predictions": [...]}`` for a batch; boxes are ``[x1, y1, x2, y2]`` in the input frame's pixels. Errors are
 ``{"error": "..."}`` with 400/404/405/406/413/415, or 500 when the model itself fails: no request ends a worker.
+What a request may cost (body, JSON, frames, pixels per frame and per request, options) is checked before any frame is
+decoded; the budgets and their reasons are in ``payload.py``. There is no overload answer: within the budgets one
+request is at most a few seconds of one core, and gunicorn queues the rest.
 
 Logs carry sizes, counts and latencies, never a payload: frames may show patients.
 """
@@ -18,25 +21,36 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from payload import JSON_TYPE, RequestError, detections_json, media_type, parse_request
+from payload import (
+    JSON_TYPE,
+    MAX_PIXELS,
+    MAX_REQUEST_PIXELS,
+    RequestError,
+    detections_json,
+    media_type,
+    parse_request,
+)
 
 log = logging.getLogger("inference")
 DEFAULT_MAX_PAYLOAD = 6 * 1024 * 1024  # SageMaker's real-time InvokeEndpoint limit
-DEFAULT_MAX_PIXELS = 40_000_000  # 8K UHD is 33 MP
+DEFAULT_MAX_PIXELS = MAX_PIXELS  # per frame: 8K UHD is 33 MP
+DEFAULT_MAX_REQUEST_PIXELS = MAX_REQUEST_PIXELS  # all a request's frames: 32 full-HD frames are 66.4 MP
 _DRAIN_LIMIT = 64 * 1024 * 1024  # read and drop up to this much of an oversize body, so the client sees the 413
 StartResponse = Callable[..., Any]
 
 
 class InferenceApp:
-    def __init__(self, detector: Any, max_payload: int = DEFAULT_MAX_PAYLOAD,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, detector: Any, max_payload: int = DEFAULT_MAX_PAYLOAD, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_request_pixels: int = DEFAULT_MAX_REQUEST_PIXELS) -> None:
         self.detector, self.max_payload, self.max_pixels = detector, max_payload, max_pixels
+        self.max_request_pixels = max_request_pixels
 
     @classmethod
     def from_env(cls, detector: Any, environ: dict[str, str] | os._Environ | None = None) -> InferenceApp:
         env = os.environ if environ is None else environ
         return cls(detector, int(env.get("INFERENCE_MAX_PAYLOAD_BYTES") or DEFAULT_MAX_PAYLOAD),
-                   int(env.get("INFERENCE_MAX_PIXELS") or DEFAULT_MAX_PIXELS))
+                   int(env.get("INFERENCE_MAX_PIXELS") or DEFAULT_MAX_PIXELS),
+                   int(env.get("INFERENCE_MAX_REQUEST_PIXELS") or DEFAULT_MAX_REQUEST_PIXELS))
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         started = time.perf_counter()
@@ -74,12 +88,18 @@ class InferenceApp:
         if accept not in ("", "*/*", "application/*", JSON_TYPE):
             raise RequestError(406, f"cannot answer in {accept}; the answer is {JSON_TYPE}")
         body = self.read_body(environ)
+        size = len(body)
         request = parse_request(body, environ.get("CONTENT_TYPE"),
                                 environ.get("HTTP_X_AMZN_SAGEMAKER_CUSTOM_ATTRIBUTES"),
-                                environ.get("QUERY_STRING"), self.detector.score_threshold, self.max_pixels)
-        results = [detections_json(self.detector(image), self.detector.names, self.detector.category_ids, image,
-                                   request.options) for image in request.images]
-        return 200, ({"predictions": results} if request.batch else results[0]), len(body), len(results)
+                                environ.get("QUERY_STRING"), self.detector.score_threshold, self.max_pixels,
+                                self.max_request_pixels)
+        del body  # the frames keep the image bytes they need
+        results = []
+        for image in request.images:  # decoded one at a time: a worker never holds two decoded frames
+            results.append(detections_json(self.detector(image), self.detector.names, self.detector.category_ids,
+                                           image, request.options))
+            del image
+        return 200, ({"predictions": results} if request.batch else results[0]), size, len(results)
 
     def read_body(self, environ: dict[str, Any]) -> bytes:
         stream = environ["wsgi.input"]

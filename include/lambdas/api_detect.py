@@ -5,11 +5,19 @@ itself (``image/jpeg``, ``image/png``, ``application/octet-stream``: API Gateway
 function base64-encoded, ``isBase64Encoded: true``). Options may also come as query parameters. The frame goes to the
 SageMaker endpoint ``$ENDPOINT_NAME`` through InvokeEndpoint; its JSON comes back as the response body.
 
-Status codes: 400 (no or bad image, bad JSON, bad option), 413 (image over ``$MAX_IMAGE_BYTES``, default 6 MB:
-InvokeEndpoint's limit), 415 (content type), 405 (not POST); the endpoint's own 4xx pass through; 502 when the
-endpoint fails or answers nonsense, 503 when it is missing or not ready, 504 when it times out. Every error body is
-``{"error": "..."}``. Logs carry sizes, statuses and latencies, never a frame. The deployment zip holds this file;
-the Lambda runtime provides boto3.
+Status codes: 400 (no or bad image, bad or too deeply nested JSON, bad option), 413 (image over
+``$MAX_IMAGE_BYTES``, default 6 MB: InvokeEndpoint's limit; JSON over its structure budget), 415 (content type), 405
+(not POST); the endpoint's own 4xx pass through (413 for a frame over its pixel limit: the container reads the
+header); 502 when the endpoint fails or answers nonsense, 503 when it is missing or not ready, 504 when it times out.
+Whatever the event's body, query string or headers, the handler answers and never raises (API Gateway would turn that
+into a 502). Every error body is ``{"error": "..."}``. Logs carry sizes, statuses and latencies, never a frame. The
+deployment zip holds this file; the Lambda runtime provides boto3.
+
+Budgets, as the inference container's (containers/inference/payload.py): JSON nested at most ``MAX_JSON_DEPTH`` levels
+(the body is one object, 1 level; Python's decoder recurses once per level, so 6 MB of "[" was a RecursionError, an
+unhandled error and a 502) and at most ``MAX_JSON_STRUCTURE`` characters outside its strings (each string counted as
+""; a request has a few dozen: it bounds what the decoder builds); ``score_threshold`` a number in [0, 1],
+``max_detections`` an integer in [1, 100] (what the model returns at most), never booleans.
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ import binascii
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from functools import cache
+from itertools import accumulate
 from typing import Any
 
 import boto3
@@ -32,10 +42,15 @@ logger = logging.getLogger("api_detect")
 logger.setLevel(logging.INFO)
 
 DEFAULT_MAX_IMAGE_BYTES = 6 * 1024 * 1024
+MAX_JSON_DEPTH = 8  # levels of JSON nesting (a request has 1)
+MAX_JSON_STRUCTURE = 16 * 1024  # characters of JSON outside its strings, each string counted as ""
+MAX_DETECTIONS = 100  # the container's bound: what the model returns at most
 BINARY_TYPES = ("image/jpeg", "image/png", "application/x-image", "application/octet-stream")
 OPTIONS = ("score_threshold", "max_detections")
 _MAGIC = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"))
 _UNAVAILABLE = {"ServiceUnavailable", "ModelNotReadyException", "ThrottlingException", "ValidationError"}
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 class ApiError(Exception):
@@ -75,7 +90,7 @@ def _body_bytes(event: dict[str, Any]) -> bytes:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise ApiError(400, "the body is not valid base64") from None
-    return body.encode() if isinstance(body, str) else bytes(body)
+    return body.encode("utf-8", "surrogatepass") if isinstance(body, str) else bytes(body)  # lone surrogates: bad JSON
 
 
 def _decode_image(value: Any) -> bytes:
@@ -97,10 +112,7 @@ def parse_event(event: dict[str, Any], settings: Settings) -> tuple[bytes, str, 
     options: dict[str, Any] = dict(event.get("queryStringParameters") or {})
     body = _body_bytes(event)
     if content_type == "application/json":
-        try:
-            document = json.loads(body) if body else None
-        except (UnicodeDecodeError, ValueError):
-            raise ApiError(400, "the body is not valid JSON") from None
+        document = _parse_json(body) if body else None
         if not isinstance(document, dict) or "image" not in document:
             raise ApiError(400, 'expected a JSON object {"image": "<base64>"}')
         image = _decode_image(document["image"])
@@ -119,19 +131,53 @@ def parse_event(event: dict[str, Any], settings: Settings) -> tuple[bytes, str, 
     return image, image_type, _check_options(options)
 
 
+def json_structure(text: str) -> str:
+    """The JSON text outside its strings, each string as ``""`` (linear, in C: escaped backslashes and quotes go
+    first, so every quote left opens or closes a string); past ``MAX_JSON_STRUCTURE`` quotes the rest stays unsplit,
+    which makes the answer longer than the budget while its first ``MAX_JSON_STRUCTURE`` characters stay exact."""
+    bare = text.replace("\\\\", "").replace('\\"', "")
+    return '""'.join(bare.split('"', MAX_JSON_STRUCTURE)[::2])
+
+
+def json_depth(structure: str) -> int:
+    """How deep the brackets nest (an unclosed one counts); 0 for a scalar."""
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, _NOT_BRACKET.sub("", structure)), initial=0))
+
+
+def _parse_json(body: bytes) -> Any:
+    """The document, once its nesting and size are known to be within budget; ApiError otherwise."""
+    try:
+        text = body.decode(json.detect_encoding(body))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the body is not valid JSON") from None
+    structure = json_structure(text)
+    if json_depth(structure[:MAX_JSON_STRUCTURE]) > MAX_JSON_DEPTH:
+        raise ApiError(400, f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+    if len(structure) > MAX_JSON_STRUCTURE:
+        raise ApiError(413, f"the JSON has more than {MAX_JSON_STRUCTURE} characters outside its strings")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body is not valid JSON") from None
+
+
 def _check_options(options: dict[str, Any]) -> dict[str, Any]:
     checked: dict[str, Any] = {}
     for name in OPTIONS:
         if options.get(name) in (None, ""):
             continue
         try:
+            if isinstance(options[name], bool):  # JSON true is not 1
+                raise TypeError(name)
             value = float(options[name]) if name == "score_threshold" else int(str(options[name]))
         except (TypeError, ValueError):
             raise ApiError(400, f"{name} must be a number") from None
-        if name == "score_threshold" and not 0 <= value <= 1:
+        if name == "score_threshold" and not 0 <= value <= 1:  # NaN too
             raise ApiError(400, "score_threshold must be in [0, 1]")
         if name == "max_detections" and value < 1:
             raise ApiError(400, "max_detections must be at least 1")
+        if name == "max_detections" and value > MAX_DETECTIONS:
+            raise ApiError(400, f"max_detections must be at most {MAX_DETECTIONS}")
         checked[name] = value
     return checked
 
@@ -155,7 +201,7 @@ def invoke(image: bytes, image_type: str, options: dict[str, Any], settings: Set
         raise ApiError(502, f"cannot reach the model endpoint: {type(exc).__name__}") from None
     try:
         answer = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(502, "the model endpoint answered something other than JSON") from None
     if not isinstance(answer, dict):
         raise ApiError(502, "the model endpoint answered an unexpected document")

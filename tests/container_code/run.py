@@ -1,13 +1,16 @@
 """Runs the tests of a container's code in that container's test environment.
 
-    .venv/bin/python tests/container_code/run.py NAME [PYTEST ARGUMENTS ...]    (NAME: trainer, inference)
+    .venv/bin/python tests/container_code/run.py NAME [PYTEST ARGUMENTS ...]
+
+(NAME: trainer, inference, drift_monitor, frame_extractor: each folder here named after its container.)
 
 The container's code imports what only its own environment has (torch in the trainer and the inference container;
-the Airflow environment, ``.venv``, has none on its Python), so its tests cannot run in the repository's pytest
-process. They run with ``tests/container_code/NAME/.venv/bin/python`` (the container environment's packages and the
-tests' own: ``local_aws.container_envs``, built by ``make setup``), the repository root and ``plugins/`` on
-PYTHONPATH as in ``make test``, this folder's ``pytest.ini`` as their only configuration (``-c``: the repository's
-``tests/conftest.py`` starts the local AWS stack, whose packages are not there) and no cache folder.
+the Airflow environment, ``.venv``, has none on its Python) and runs on its image's Python (3.11), so its tests run
+there, not in the repository's pytest process. They run with ``tests/container_code/NAME/.venv/bin/python`` (the
+container environment's packages and the tests' own: ``local_aws.container_envs``, built by ``make setup``), the
+repository root and ``plugins/`` on PYTHONPATH as in ``make test``, this folder's ``pytest.ini`` as their only
+configuration (``-c``: the repository's ``tests/conftest.py`` starts the local AWS stack, whose packages are not
+there) and no cache folder.
 ``tests/unit/test_container_code.py`` runs each folder this way inside the repository's own run.
 """
 

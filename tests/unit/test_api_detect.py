@@ -14,6 +14,8 @@ import pytest
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
 from include.lambdas import api_detect
@@ -347,3 +349,176 @@ def test_gateway_unknown_route_and_failing_handler(monkeypatch):
     assert response.status_code == 502 and response.json == {"message": "Internal server error"}
     monkeypatch.setattr(api_detect, "handle", lambda event, settings: {"body": "no status"})
     assert client.post("/detect", data=b"{}").status_code == 502
+
+
+# -- no payload makes the handler raise: nesting, size and every option bounded ------------------------------------
+def _nested(depth: int) -> str:
+    return "[" * (depth - 1) + '{"image": "x"}' + "]" * (depth - 1)
+
+
+@pytest.mark.parametrize(("event", "status", "message"), [
+    (_event(_nested(8)), 400, 'expected a JSON object {"image": "<base64>"}'),  # 8 levels: read, and refused
+    (_event(_nested(9)), 400, "the JSON is nested deeper than 8 levels"),
+    (_event("[" * 6_000_000), 400, "the JSON is nested deeper than 8 levels"),  # was a RecursionError: a 502
+    (_event('{"image": ' * 100_000), 400, "the JSON is nested deeper than 8 levels"),
+    (_event(_b64(b"[" * 100_000), encoded=True), 400, "the JSON is nested deeper than 8 levels"),
+    (_event("[" + "[]," * 2_000_000 + "[]]"), 413, "the JSON has more than 16384 characters outside its strings"),
+    (_event("[" + '"",' * 2_000_000 + '""]'), 413, "the JSON has more than 16384 characters outside its strings"),
+    (_event({"image": "[" * 100}), 400, '"image" is not valid base64'),  # brackets in strings are no nesting
+    (_event({"image": '\\"[' * 100}), 400, '"image" is not valid base64'),
+    (_event('{"image": "\ud800"}'), 400, "the body is not valid JSON"),  # a lone surrogate: not UTF-8
+    (_event("\ud800", "image/jpeg"), 400, "the image is neither JPEG nor PNG"),
+    (_event(_b64(b'"\xff"'), encoded=True), 400, "the body is not valid JSON"),
+    (_event({"image": _b64(JPEG), "score_threshold": True}), 400, "score_threshold must be a number"),
+    (_event({"image": _b64(JPEG), "max_detections": True}), 400, "max_detections must be a number"),
+    (_event({"image": _b64(JPEG), "max_detections": False}), 400, "max_detections must be a number"),
+    (_event({"image": _b64(JPEG), "max_detections": 101}), 400, "max_detections must be at most 100"),
+    (_event({"image": _b64(JPEG)}, query={"max_detections": "9" * 5000}), 400, "max_detections must be a number"),
+    (_event({"image": _b64(JPEG)}, query={"max_detections": "1e400"}), 400, "max_detections must be a number"),
+    (_event({"image": _b64(JPEG)}, query={"score_threshold": "nan"}), 400, "score_threshold must be in [0, 1]"),
+    (_event(f'{{"image": "{_b64(JPEG)}", "score_threshold": NaN}}'), 400, "score_threshold must be in [0, 1]"),
+    (_event(f'{{"image": "{_b64(JPEG)}", "score_threshold": -Infinity}}'), 400, "score_threshold must be in [0, 1]"),
+])
+def test_adversarial_payloads_get_their_exact_4xx(runtime, event, status, message):
+    assert _error(api_detect.handle(event, SETTINGS)) == (status, {"error": message})
+
+
+def test_options_at_their_bounds_reach_the_endpoint(runtime):
+    _answer(runtime, {"ContentType": "image/jpeg", "CustomAttributes": "score_threshold=1.0,max_detections=100"})
+    event = _event({"image": _b64(JPEG), "score_threshold": 1, "max_detections": 100})
+    assert api_detect.handle(event, SETTINGS)["statusCode"] == 200
+
+
+def test_json_at_its_structure_budget_is_read():
+    limit = api_detect.MAX_JSON_STRUCTURE
+    at_limit = '{"":[' + "0," * ((limit - 10) // 2) + "100]}"  # "" is a string as the budget counts one
+    assert len(at_limit) == len(api_detect.json_structure(at_limit)) == limit
+    assert _error(api_detect.handle(_event(at_limit), SETTINGS)) == (
+        400, {"error": 'expected a JSON object {"image": "<base64>"}'})
+    assert _error(api_detect.handle(_event(at_limit[:-2] + "0]}"), SETTINGS)) == (
+        413, {"error": "the JSON has more than 16384 characters outside its strings"})
+
+
+def test_json_structure_and_depth():
+    assert api_detect.json_structure('{"image": "abc[[[", "max_detections": 3}') == '{"": "", "": 3}'
+    assert api_detect.json_structure(r'["a\"[[", "b\\", "\\\"]"]') == '["", "", ""]'
+    assert api_detect.json_structure('"unclosed [[') == ""
+    limit = api_detect.MAX_JSON_STRUCTURE
+    structure = api_detect.json_structure('["' + '","'.join(["x"] * limit) + '"]')
+    assert structure[:limit] == '["",' + '"",' * ((limit - 4) // 3) + structure[limit - (limit - 4) % 3:limit]
+    assert len(structure) > limit and structure.endswith('x"]')
+    for text, depth in (("", 0), ("3", 0), ("[]", 1), ('{"": [{"": ""}]}', 3), ("[[[", 3), ("]]][[", 0),
+                        ("]]" + "[" * 9, 7), ("[{[{]}]}", 4), ("[[]][[[]]]", 3)):
+        assert api_detect.json_depth(text) == depth, text
+    assert (api_detect.MAX_JSON_DEPTH, api_detect.MAX_JSON_STRUCTURE, api_detect.MAX_DETECTIONS) == (8, 16384, 100)
+
+
+def test_json_encodings_and_a_recursion_error(monkeypatch):
+    document = {"image": "x", "max_detections": 1}
+    for encoding in ("utf-8-sig", "utf-16", "utf-32"):
+        assert api_detect._parse_json(json.dumps(document).encode(encoding)) == document
+
+    def deep(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(api_detect.json, "loads", deep)
+    with pytest.raises(api_detect.ApiError) as info:
+        api_detect._parse_json(b"[]")
+    assert (info.value.status, info.value.message) == (400, "the body is not valid JSON")
+
+
+def test_an_endpoint_answer_nested_too_deeply_is_a_502(monkeypatch):
+    monkeypatch.setattr(api_detect, "_runtime", lambda timeout_s: _Raising(body=b"[" * 100_000 + b"]" * 100_000))
+    assert _error(api_detect.handle(_event({"image": _b64(JPEG)}), SETTINGS)) == (
+        502, {"error": "the model endpoint answered something other than JSON"})
+
+
+class _Echo:
+    """An endpoint that answers every request: what reaches it passed the Lambda's checks."""
+
+    def __init__(self):
+        self.requests = []
+
+    def invoke_endpoint(self, **request):
+        self.requests.append(request)
+        return {"Body": io.BytesIO(json.dumps(ANSWER).encode())}
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                 max_size=4), max_leaves=12)
+_OPTION = _JSON | st.sampled_from(["0.5", "1", "0", "-1", "101", "nan", "inf", "1e400", "", "9" * 5000, "true"])
+_OPTIONS = st.dictionaries(st.sampled_from(["score_threshold", "max_detections", "other"]), _OPTION, max_size=3)
+
+
+@st.composite
+def _bodies(draw) -> tuple[str, bool]:
+    """A body as API Gateway hands it over: text, or base64 of bytes (isBase64Encoded)."""
+    image = draw(st.sampled_from([JPEG, PNG, b"GIF89a", b""]) | st.binary(max_size=64)) + b"\x00" * draw(
+        st.sampled_from([0, 10, 1000]))
+    kind = draw(st.sampled_from(["json", "any-json", "nested", "wide", "text", "binary"]))
+    if kind == "json":
+        value = draw(st.sampled_from([_b64(image), "data:image/jpeg;base64," + _b64(image), "%%%", ""]) | _JSON)
+        return json.dumps({"image": value, **draw(_OPTIONS)}), False
+    if kind == "any-json":
+        return json.dumps(draw(_JSON)), False
+    if kind == "nested":
+        return draw(st.sampled_from(["[", "{", '{"image":', '{"a": ['])) * draw(st.integers(1, 200_000)), False
+    if kind == "wide":
+        return "[" + draw(st.sampled_from(["[],", "{},", '"",', "0,"])) * draw(st.integers(1, 100_000)) + "1]", False
+    if kind == "text":
+        return draw(st.text(max_size=200)), False
+    return _b64(draw(st.sampled_from([image, b"[" * 100_000]) | st.binary(max_size=200))), draw(st.booleans())
+
+
+@st.composite
+def _events(draw) -> dict:
+    body, encoded = draw(_bodies())
+    content_type = draw(st.sampled_from(["application/json", "Application/JSON; charset=utf-8", "image/jpeg",
+                                         "image/png", "application/octet-stream", "text/plain", ""]))
+    query = draw(st.none() | st.dictionaries(st.sampled_from(["score_threshold", "max_detections", "x"]),
+                                             st.text(max_size=12) | st.sampled_from(["0.5", "3", "nan", "-1"]),
+                                             max_size=3))
+    return {"httpMethod": draw(st.sampled_from(["POST", "POST", "GET", "PUT"])),
+            "headers": {"content-type": content_type} if content_type else None, "queryStringParameters": query,
+            "body": body if draw(st.integers(0, 20)) else None, "isBase64Encoded": encoded}
+
+
+@settings(max_examples=400, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(event=_events())
+def test_any_event_gets_an_answer_never_a_5xx_nor_an_exception(event):
+    """The property: whatever API Gateway hands over, the handler returns (never raises), with 200 or a 4xx and a
+    JSON body; what reaches the endpoint is a JPEG or PNG within the byte limit and options within their bounds."""
+    endpoint = _Echo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api_detect, "_runtime", lambda timeout_s: endpoint)
+        result = api_detect.handle(event, SETTINGS)
+    status, body = result["statusCode"], json.loads(result["body"])
+    assert status == 200 or status in (400, 405, 413, 415), (status, body)
+    assert body == ANSWER if status == 200 else set(body) == {"error"}
+    for request in endpoint.requests:
+        assert request["ContentType"] in ("image/jpeg", "image/png") and len(request["Body"]) <= 1000
+        for pair in filter(None, request.get("CustomAttributes", "").split(",")):
+            name, value = pair.split("=")
+            assert 0 <= float(value) <= 1 if name == "score_threshold" else 1 <= int(value) <= 100
+
+
+@pytest.mark.parametrize("body", ["[" * 6_000_000, "[" + "[]," * 2_000_000 + "[]]", "[" + "{}," * 2_000_000 + "{}]",
+                                  '{"image": "' + "A" * 6_000_000 + '"}'])
+def test_adversarial_bodies_are_refused_in_bounded_memory_and_time(runtime, body):
+    """6 MB bodies (the Lambda's synchronous payload limit): at most a few copies of the body in memory, never the
+    millions of lists or dicts the decoder would build, and well under a second."""
+    import time as clock
+    import tracemalloc
+
+    tracemalloc.start()
+    started = clock.perf_counter()
+    try:
+        status = api_detect.handle(_event(body), SETTINGS)["statusCode"]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert status in (400, 413)
+    assert peak < 8 * len(body), f"{peak / 2**20:.0f} MB for a {len(body) / 2**20:.0f} MB body"
+    assert clock.perf_counter() - started < 5

@@ -1,5 +1,6 @@
 """The tests of container code run in their container's environment, not in this process: the trainer's and the
-inference container's code imports torch, which the Airflow environment (``.venv``, this process) does not have.
+inference container's code imports torch, which the Airflow environment (``.venv``, this process) does not have, and
+the drift monitor's and the frame extractor's run on their image's Python (3.11) with their own packages and ffmpeg.
 Each folder of ``tests/container_code/`` runs as a subprocess with its container's test environment
 (``tests/container_code/run.py``: the container env's packages and the tests' own; the repository's own collection
 skips the folder, ``collect_ignore`` in ``tests/conftest.py``), and its outcome is this test's: a failure shows the
@@ -21,7 +22,7 @@ from local_aws import container_envs
 from tests.container_code import run
 
 # The tests each folder holds today (parametrized cases counted one by one): the fewest an inner run may pass
-TESTS = {"trainer": 17, "inference": 74}
+TESTS = {"trainer": 17, "inference": 133, "drift_monitor": 65, "frame_extractor": 31}
 
 
 def test_every_container_whose_code_has_tests_is_run_here():

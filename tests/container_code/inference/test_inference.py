@@ -6,16 +6,27 @@ container's test environment (tests/container_code/run.py); the model folder is 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from werkzeug.test import Client
 
+from tests.container_code.inference.test_payload import request_bodies
 from tests.inference_model import CLASSES, INFERENCE, jpeg, png, shared_model_dir, synthetic_frames, trainer_modules
+from tests.procs import children
 
 sys.path.insert(0, str(INFERENCE))
 import detector as detectors
@@ -245,3 +256,182 @@ def test_entrypoint_wants_serve():
     proc = subprocess.run([sys.executable, str(INFERENCE / "entrypoint.py"), "train"], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2 and "expected 'serve'" in proc.stderr
+
+
+# -- no request can knock a worker over: budgets checked from the headers, one frame decoded at a time ---------------
+@pytest.fixture(scope="module")
+def finding_body():
+    """The finding's request: a JSON batch (4.5 MB) of 32 PNGs of 6000 x 6000, each under the per-frame limit (40 MP);
+    decoded together they were ~14 GB and ~96 s of CPU."""
+    frame = png(np.zeros((6000, 6000, 3), np.uint8))
+    return json.dumps({"instances": [{"image": _b64(frame)}] * 32}).encode()
+
+
+def _decoding_spy(monkeypatch):
+    """payload.decode_image (as the server imports it) wrapped: the pixels each call decoded, and the most decoded
+    frames alive at once (each frame's array is tracked until it is freed)."""
+    import weakref
+
+    module = sys.modules["payload"]
+    original, calls, alive, most = module.decode_image, [], set(), [0]
+
+    def spy(data, max_pixels):
+        image = original(data, max_pixels)
+        calls.append(image.shape[1] * image.shape[2])
+        alive.add(len(calls))
+        weakref.finalize(image, alive.discard, len(calls))
+        most[0] = max(most[0], len(alive))
+        return image
+
+    monkeypatch.setattr(module, "decode_image", spy)
+    return calls, most
+
+
+def test_the_findings_batch_is_refused_from_the_headers_in_milliseconds(onnx_detector, finding_body, monkeypatch):
+    calls, _ = _decoding_spy(monkeypatch)
+    client = Client(server.InferenceApp(onnx_detector))  # the container's own limits
+    assert 4_000_000 < len(finding_body) < server.DEFAULT_MAX_PAYLOAD
+    started = time.perf_counter()
+    status, answer = _invoke(client, finding_body, "application/json")
+    assert (status, answer) == (413, {"error": "32 images of 1152000000 pixels in all are over the request's limit "
+                                               "of 67108864 pixels"})
+    assert calls == [] and time.perf_counter() - started < 5  # ~0.1 s here: base64 and 32 headers
+    assert client.get("/ping").status_code == 200
+
+
+def test_a_batch_is_decoded_one_frame_at_a_time(client, frames, monkeypatch):
+    calls, most = _decoding_spy(monkeypatch)
+    body = json.dumps({"instances": [{"image": _b64(jpeg(f))} for f in frames] * 2})
+    status, answer = _invoke(client, body, "application/json")
+    assert status == 200 and len(answer["predictions"]) == 6
+    assert calls == [320 * 320] * 6 and most[0] == 1
+
+
+def test_the_request_pixel_budget_comes_from_the_environment(onnx_detector, frames):
+    app = server.InferenceApp.from_env(onnx_detector, {"INFERENCE_MAX_REQUEST_PIXELS": str(2 * 320 * 320)})
+    assert (app.max_payload, app.max_pixels, app.max_request_pixels) == (6 * 1024 * 1024, 40_000_000, 204_800)
+    assert server.InferenceApp.from_env(onnx_detector, {}).max_request_pixels == 1 << 26
+    client = Client(app)
+    images = [{"image": _b64(jpeg(f))} for f in frames]
+    assert _invoke(client, json.dumps(images[:2]), "application/json")[0] == 200
+    assert _invoke(client, json.dumps(images), "application/json") == (
+        413, {"error": "3 images of 307200 pixels in all are over the request's limit of 204800 pixels"})
+
+
+@pytest.mark.parametrize(("body", "content_type", "status", "message"), [
+    (b"[" * 6_000_000, "application/json", 400, "JSON nested deeper than 8 levels"),  # was a RecursionError: 500
+    (b'{"image": ' * 50_000, "application/json", 400, "JSON nested deeper than 8 levels"),
+    (b"[" + b"[]," * 60_000 + b"[]]", "application/json", 413, "outside its strings"),
+    (None, "image/png", 400, "more elongated than 10:1"),  # a 1 x 300 frame: ONNX Runtime's Resize failed, a 500
+])
+def test_adversarial_bodies_get_a_4xx(onnx_detector, body, content_type, status, message):
+    client = Client(server.InferenceApp(onnx_detector))
+    got, answer = _invoke(client, png(np.zeros((1, 300, 3), np.uint8)) if body is None else body, content_type)
+    assert got == status and message in answer["error"]
+
+
+# -- the same, as SageMaker runs it: gunicorn, one worker, real HTTP ------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _workers(master: int) -> list[int]:
+    """gunicorn's worker processes: the master's children."""
+    return children(master)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 1024
+
+
+def _post(port: int, body: bytes, headers: dict[str, str], path: str = "/invocations") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, tmp_path_factory):
+    """``entrypoint.py serve`` as SageMaker starts it, one worker, on a loopback port; yields (port, master pid)."""
+    port = _free_port()
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "SM_MODEL_DIR": str(model_dir),
+           "SAGEMAKER_BIND_TO_PORT": str(port), "INFERENCE_BIND_HOST": "127.0.0.1",
+           "SAGEMAKER_MODEL_SERVER_WORKERS": "1", "INFERENCE_THREADS": "1", "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30",
+           "INFERENCE_LOG_LEVEL": "ERROR"}
+    log = tmp_path_factory.mktemp("served") / "stderr.log"  # a file, not a pipe nobody reads while it serves
+    with log.open("wb") as stderr:
+        process = subprocess.Popen([sys.executable, str(INFERENCE / "entrypoint.py"), "serve"], cwd=INFERENCE, env=env,
+                                   start_new_session=True, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the server did not answer /ping"
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", "/ping")
+                if conn.getresponse().status == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        yield port, process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=1100)
+
+
+@st.composite
+def _http_requests(draw):
+    body, content_type = draw(request_bodies())
+    headers = {"Content-Type": content_type}
+    if draw(st.booleans()):
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = draw(_TEXT | st.sampled_from(
+            ["score_threshold=0", "max_detections=100", "score_threshold=true", "max_detections=1e9"]))
+    if draw(st.booleans()):
+        headers["Accept"] = draw(st.sampled_from(["application/json", "*/*", "text/csv", "image/png"]))
+    query = quote(draw(_TEXT), safe="=&") if draw(st.booleans()) else ""
+    return body, headers, f"/invocations?{query}" if query else "/invocations"
+
+
+def test_random_and_adversarial_requests_never_get_a_5xx_nor_kill_the_worker(served, finding_body):
+    """The property over HTTP: whatever the body, headers and query string, the answer is a JSON 200 or 4xx, the one
+    worker that answers it is the same process throughout (gunicorn restarts a worker that died or ran past its
+    timeout), and its memory stays bounded."""
+    port, master = served
+    (worker,) = _workers(master)
+    statuses = []
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(request=_http_requests())
+    @example(request=(finding_body, {"Content-Type": "application/json"}, "/invocations"))
+    @example(request=(b"[" * 6_000_000, {"Content-Type": "application/json"}, "/invocations"))
+    @example(request=(png(np.zeros((1, 300, 3), np.uint8)), {"Content-Type": "image/png"}, "/invocations"))
+    @example(request=(b"x" * 7_000_000, {"Content-Type": "image/png"}, "/invocations"))
+    @example(request=(b"x", {"Content-Type": "text/plain"}, "/invocations"))
+    def check(request):
+        body, headers, path = request
+        status, data = _post(port, body, headers, path)
+        statuses.append(status)
+        assert status == 200 or 400 <= status < 500, (status, data[:300])
+        answer = json.loads(data)
+        assert status == 200 or set(answer) == {"error"}
+        assert _workers(master) == [worker]
+
+    check()
+    assert _workers(master) == [worker] and _post(port, b"", {}, "/ping")[0] == 405
+    peak = _peak_rss_mb(worker)
+    assert peak < 1024, f"the worker's peak RSS was {peak:.0f} MB"  # the finding's request alone was ~14 GB
+    assert {200, 400, 406, 413, 415} <= set(statuses), sorted(set(statuses))
+    print(f"{len(statuses)} requests: " + ", ".join(f"{s}: {statuses.count(s)}" for s in sorted(set(statuses)))
+          + f"; the worker's peak RSS {peak:.0f} MB")

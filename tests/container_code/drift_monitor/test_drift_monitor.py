@@ -1,7 +1,8 @@
 """The drift monitor container: PSI and KS on known distributions (property tests), and the container run as a
 process the way the local SageMaker runs it (the Dockerfile's ENTRYPOINT with its COPY paths mapped back to the
 folder, Model Monitor's environment): a baseline from a generated dataset version, then captured windows of normal,
-dark, smoke, empty and garbage data."""
+dark, smoke, empty and garbage data. Runs in the drift monitor's test environment (tests/container_code/run.py): its
+numpy, scipy and OpenCV are the container's own."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from local_aws.sagemaker.containers import parse_dockerfile
 from local_aws.sagemaker.runners import base_environment
 from tests.datasets import make_dataset
 
-FOLDER = Path(__file__).resolve().parents[2] / "containers" / "drift_monitor"
+FOLDER = Path(__file__).resolve().parents[3] / "containers" / "drift_monitor"
 SIZE = (96, 64)  # frames are tiny: the features are per-frame statistics, the test runs in seconds
 START = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 END = START + timedelta(hours=1)

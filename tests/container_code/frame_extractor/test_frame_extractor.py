@@ -2,7 +2,8 @@
 
 The container's code is loaded by path (only its folder is in the image, so it is not a package of this repo); the
 contract tests run ``entrypoint.py`` as the local SageMaker does: the Dockerfile's ENTRYPOINT with its COPY paths
-mapped back to the folder, ``/opt/ml`` arguments mapped to a job folder, the runner's environment.
+mapped back to the folder, ``/opt/ml`` arguments mapped to a job folder, the runner's environment. Runs in the frame
+extractor's test environment (tests/container_code/run.py): the container's Python, ffmpeg beside the interpreter.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from include.synthetic import generate_video
 from local_aws.sagemaker.containers import parse_dockerfile
 from local_aws.sagemaker.runners import base_environment, local_path, map_value
 
-FOLDER = Path(__file__).resolve().parents[2] / "containers" / "frame_extractor"
+FOLDER = Path(__file__).resolve().parents[3] / "containers" / "frame_extractor"
 INPUT_DIR = "/opt/ml/processing/input/video"
 OUTPUT_DIR = "/opt/ml/processing/output/frames"
 SECRET_KEY = "videos/Doe, Jane 1970-01-01/theatre 3.mp4"  # stands for a key holding patient identifiers
