@@ -6,8 +6,9 @@ Uploaded surgical videos -> frames, one SageMaker Processing job (FFmpeg, 5 fps 
 `s3://surgical-videos-raw/videos/` -> Lambda `s3_to_sqs` -> `video-processing-queue` -> **this DAG**: the SQS sensor
 takes a batch of messages; each video becomes a mapped processing job with a deterministic name (re-runs never
 duplicate work); messages are deleted only once the frames are written; a video that fails extraction is moved to
-`quarantine/` with the job's reason and the rest of the batch goes on. New frames update the `frames` Asset, which
-schedules `labeling`.
+`quarantine/` with the job's reason and the rest of the batch goes on (also when every job of the batch failed); a job
+that failed for a reason of the platform's, not the video's, quarantines nothing: its message stays for a retry. New
+frames update the `frames` Asset, which schedules `labeling`.
 
 **Reprocess or backfill** from the UI: trigger with `video_keys` (keys under `videos/`); the queue is not read.
 """
@@ -73,6 +74,7 @@ with DAG(
         messages = ti.xcom_pull(task_ids="collect.wait_for_videos", key="messages")
         result = run(messages or [], explicit or [], run_id or "manual")
         ti.xcom_push(key="videos", value=result["videos"])
+        ti.xcom_push(key="planned", value=result["planned"])
         return result["requests"]
 
     planned = plan(from_keys)
@@ -86,11 +88,13 @@ with DAG(
             retries=0,  # a bad video fails the same way every time; settle quarantines it
         ).expand(config=planned)
 
-    @task(trigger_rule="all_done_min_one_success", outlets=[FRAMES])
+    # all_done: a batch where every job failed is settled too (its bad videos quarantined, their messages deleted)
+    @task(trigger_rule="all_done", outlets=[FRAMES])
     def settle(ti=None, outlet_events=None) -> dict:
         from include.tasks.ingest import settle as run
 
-        return run(ti.xcom_pull(task_ids="plan", key="videos") or [], outlet_events[FRAMES])
+        return run(ti.xcom_pull(task_ids="plan", key="videos") or [], outlet_events[FRAMES],
+                   ti.xcom_pull(task_ids="plan", key="planned") or [])
 
     choose_source() >> [wait_for_videos, from_keys]
     wait_for_videos >> planned

@@ -6,9 +6,13 @@ The DAG only wires these functions. The rules:
 - one SageMaker Processing job per video, named from the video id and a hash of the extraction config, so retries
   and re-runs address the same job; a video whose ``frames.json`` already records this config needs no job;
 - the exact object version is staged under ``staging/<video_id>.<ext>`` (the job input is then exact and opaque);
-- afterwards: extracted -> the message is deleted; failed -> the video is quarantined with the job's failure reason
-  and the message deleted (nothing is lost, the batch goes on); anything else -> the message stays and SQS redelivers
-  it (and moves it to the DLQ after ``maxReceiveCount``).
+- afterwards: extracted -> the message is deleted; failed because of the input (one of the frame extractor's own
+  failure reasons, :data:`INPUT_FAILURES`) -> the video is quarantined with that reason and the message deleted
+  (nothing is lost, the batch goes on); failed for any other reason (the platform's: an internal error, capacity, an
+  instance lost, a missing permission, a throttled call, the container's own ``internal error``) -> not the video's
+  fault: never quarantined, the message stays; so does anything unfinished. SQS redelivers a message that stays after
+  its visibility timeout (the backoff), a later run starts a new job for it, and after ``maxReceiveCount`` receives
+  SQS moves it to the dead-letter queue, whose alarm fires (``infra/foundation.yaml``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,20 @@ EXTRACTOR = "frame_extractor"
 INPUT_DIR = "/opt/ml/processing/input/video"
 OUTPUT_DIR = "/opt/ml/processing/output/frames"
 _REQUIRED = ("video_id", "bucket", "key", "version_id")
+# The frame extractor's failure reasons that the input causes (containers/frame_extractor/extract.py, ExtractionError):
+# only these quarantine a video. "no input file" / "more than one input file" are not among them: the job's input
+# folder is the pipeline's staging, not the uploader's video.
+INPUT_FAILURES = ("empty file", "not a video", "no video stream", "zero frames decoded", "truncated or corrupt video")
+# SageMaker may put its error class before the container's failure text.
+_REASON_PREFIXES = ("AlgorithmError: ", "ClientError: ")
+
+
+def input_failure(reason: str) -> bool:
+    """True when a failed job's reason says the video itself cannot give frames (so quarantining it is right)."""
+    text = reason.strip()
+    for prefix in _REASON_PREFIXES:
+        text = text.removeprefix(prefix)
+    return text.startswith(INPUT_FAILURES)
 
 
 @dataclass(frozen=True)
@@ -202,16 +220,27 @@ def latest_job(sagemaker: Any, name: str) -> dict[str, Any] | None:
     return sagemaker.describe_processing_job(ProcessingJobName=matching[0]["ProcessingJobName"])
 
 
-def settle(s3: Any, sagemaker: Any, videos: list[Video], config: PipelineConfig) -> Outcome:
-    """After the jobs: decide each video's outcome, quarantine the failed ones, clean the staged copies."""
+def settle(s3: Any, sagemaker: Any, videos: list[Video], config: PipelineConfig,
+           planned: set[str] | None = None) -> Outcome:
+    """After the jobs: decide each video's outcome, quarantine the failed ones, clean the staged copies. A video with
+    frames is ``extracted`` when its job was ``planned`` in this run (the job names; None: any job of its name),
+    else ``already_done``."""
     outcome = Outcome()
     for video in videos:
-        job = latest_job(sagemaker, job_name(video, config))
+        name = job_name(video, config)
+        job = latest_job(sagemaker, name)
         status = job["ProcessingJobStatus"] if job else None
         if frames_done(s3, video, config):
-            (outcome.extracted if job else outcome.already_done).append(video)
+            new = job is not None and (planned is None or name in planned)
+            (outcome.extracted if new else outcome.already_done).append(video)
+        elif status == "Failed" and not input_failure(job.get("FailureReason", "")):  # type: ignore[union-attr]
+            reason = job.get("FailureReason") or "no reason given"  # type: ignore[union-attr]
+            outcome.pending.append((video, f"job Failed, not because of the video: {reason}"))
+            log.warning("video_id=%s: job failed, not because of the video (%s): not quarantined, its message stays "
+                        "for a retry", video.video_id, reason)
+            continue
         elif status == "Failed":
-            reason = job.get("FailureReason", "extraction failed")  # type: ignore[union-attr]
+            reason = job["FailureReason"]  # type: ignore[index]
             quarantine_object(s3, bucket=video.bucket, key=video.key, version_id=video.version_id,
                               video_id=video.video_id, reason=f"frame extraction failed: {reason}",
                               stage="extract", prefix=config.quarantine_prefix)

@@ -53,17 +53,19 @@ def plan(messages: list[dict], explicit: list[dict], run_id: str) -> dict[str, A
         requests.append(ingest.processing_request(video, config, run_id))
     log.info("batch: %d video(s), %d job(s) to run, %d malformed message(s)", len(videos), len(requests),
              len(batch.malformed))
-    return {"requests": requests, "videos": [v.to_dict() for v in videos]}
+    return {"requests": requests, "videos": [v.to_dict() for v in videos],
+            "planned": [r["ProcessingJobName"] for r in requests]}
 
 
-def settle(videos: list[dict], frames_event: Any | None) -> dict[str, Any]:
-    """Outcome per video; delete the messages of every video that is done; emit the new frames."""
+def settle(videos: list[dict], frames_event: Any | None, planned: list[str] | None = None) -> dict[str, Any]:
+    """Outcome per video; delete the messages of every video that is done; emit the new frames (those of the jobs
+    ``planned`` in this run: a duplicate message of a video extracted before is already done, not new)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
     config = load_config()
     s3, sagemaker, sqs = _clients()
     batch = [ingest.Video.from_dict(v) for v in videos]
-    outcome = ingest.settle(s3, sagemaker, batch, config)
+    outcome = ingest.settle(s3, sagemaker, batch, config, planned=None if planned is None else set(planned))
     queue = config.queue_url(config.video_queue)
     finished = outcome.extracted + outcome.already_done + [v for v, _ in outcome.quarantined]
     for video in finished:

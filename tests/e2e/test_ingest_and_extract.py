@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from include.lambdas.s3_to_sqs import video_id_for
+from include.ingest import input_failure
+from include.lambdas.s3_to_sqs import MESSAGE_SCHEMA, video_id_for
 from include.media import ffmpeg_exe
 from include.synthetic import generate_video
 from local_aws.settings import REPO_ROOT
@@ -111,3 +112,53 @@ def test_rerunning_for_the_same_keys_creates_no_jobs_or_frames(aws, airflow_home
     assert states["settle"] == "skipped"  # nothing new: the frames Asset is not updated again
     assert len(sm.list_processing_jobs(MaxResults=100)["ProcessingJobSummaries"]) == jobs_before
     assert len(s3.list_object_versions(Bucket=FRAMES, Prefix="frames/").get("Versions", [])) == versions_before
+
+
+@pytest.fixture(scope="module")
+def all_bad_run(aws, airflow_home, tmp_path_factory, batch, first_run):
+    """A batch where every job fails (two bad uploads) plus a duplicate message of a video extracted before (SQS
+    delivers at least once): one run must settle all of it."""
+    s3, sqs = aws("s3"), aws("sqs")
+    folder = tmp_path_factory.mktemp("all-bad")
+    (folder / "header-only.mp4").write_bytes(batch["good-a.mp4"]["path"].read_bytes()[:64])
+    (folder / "letter.avi").write_text("referral letter, not a video\n")
+    bad = {}
+    before = _queue_depth(sqs, "video-processing-queue")
+    for name in ("header-only.mp4", "letter.avi"):
+        key = f"videos/e2e-all-bad-{name}"
+        put = s3.put_object(Bucket=RAW, Key=key, Body=(folder / name).read_bytes())
+        bad[name] = {"key": key, "video_id": video_id_for(RAW, key, put["VersionId"])}
+    wait_for(lambda: _queue_depth(sqs, "video-processing-queue") >= before + len(bad), 3 * 60 + 60,
+             message="the all-bad uploads' messages never came")
+    good = batch["good-a.mp4"]
+    version = s3.head_object(Bucket=RAW, Key=good["key"])["VersionId"]
+    duplicate = {"schema": MESSAGE_SCHEMA, "video_id": good["video_id"], "bucket": RAW, "key": good["key"],
+                 "version_id": version, "size": 0, "etag": None, "sequencer": None, "event_time": None}
+    sqs.send_message(QueueUrl=sqs.get_queue_url(QueueName="video-processing-queue")["QueueUrl"],
+                     MessageBody=json.dumps(duplicate, sort_keys=True))
+    jobs_before = {s["ProcessingJobName"] for s in aws("sagemaker").list_processing_jobs(MaxResults=100)[
+        "ProcessingJobSummaries"]}
+    states, output = run_dag_test(airflow_home, REPO_ROOT / "dags", "ingest_and_extract", timeout=900)
+    return {"bad": bad, "states": states, "output": output, "jobs_before": jobs_before}
+
+
+def test_a_batch_where_every_job_fails_is_settled(aws, all_bad_run):
+    s3 = aws("s3")
+    states, output = all_bad_run["states"], all_bad_run["output"]
+    assert states["plan"] == "success", output[-6000:]
+    assert states["settle"] == "skipped", output[-6000:]  # settled, nothing new: the frames Asset is not updated
+    for name, item in all_bad_run["bad"].items():
+        reason = json.loads(s3.get_object(Bucket=RAW, Key=f"quarantine/{item['video_id']}.reason.json")["Body"]
+                            .read())["reason"]
+        assert reason.startswith("frame extraction failed: AlgorithmError: "), (name, reason)
+        assert input_failure(reason.removeprefix("frame extraction failed: ")), (name, reason)  # the video's fault
+        assert s3.list_object_versions(Bucket=RAW, Prefix=item["key"]).get("Versions", []) == [], name
+    assert "Contents" not in s3.list_objects_v2(Bucket=RAW, Prefix="staging/")
+    assert _queue_depth(aws("sqs"), "video-processing-queue") == 0  # the duplicate's message was deleted too
+
+
+def test_a_duplicate_message_of_an_extracted_video_starts_no_job(aws, batch, all_bad_run):
+    jobs = {s["ProcessingJobName"] for s in aws("sagemaker").list_processing_jobs(MaxResults=100)[
+        "ProcessingJobSummaries"]}
+    new = jobs - all_bad_run["jobs_before"]
+    assert len(new) == 2 and not any(batch["good-a.mp4"]["video_id"] in name for name in new), new

@@ -34,6 +34,35 @@ def test_buckets_are_versioned_encrypted_and_private(path: Path):
         assert all(props["PublicAccessBlockConfiguration"].values()), name
 
 
+def _dead_letter_queues(resources: dict) -> set[str]:
+    """Logical ids of the queues a template uses as dead-letter or on-failure destinations: a queue's
+    ``RedrivePolicy.deadLetterTargetArn``, a Lambda's ``DestinationConfig.OnFailure.Destination``, a rule target's
+    ``DeadLetterConfig.Arn``."""
+    text = json.dumps(resources)
+    queues = {name for name, r in resources.items() if r["Type"] == "AWS::SQS::Queue"}
+    return {q for q in queues
+            if re.search(rf'"(deadLetterTargetArn|Destination|Arn)": {{"GetAtt": "{q}.Arn"}}', text)}
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.name)
+def test_every_dead_letter_queue_has_an_alarm(path: Path):
+    resources = _load_template(path)["Resources"]
+    alarmed = {json.dumps(r["Properties"]["Dimensions"]) for r in resources.values()
+               if r["Type"] == "AWS::CloudWatch::Alarm" and r["Properties"].get("Namespace") == "AWS/SQS"
+               and r["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+               and r["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+               and r["Properties"]["Threshold"] == 0}
+    for queue in _dead_letter_queues(resources):
+        name = resources[queue]["Properties"]["QueueName"]  # the same !Sub as the queue's own name
+        assert json.dumps([{"Name": "QueueName", "Value": name}]) in alarmed, queue
+
+
+def test_the_dead_letter_queues_are_found():
+    found = {p.name: _dead_letter_queues(_load_template(p)["Resources"]) for p in TEMPLATES}
+    assert found["foundation.yaml"] == {"VideoDeadLetterQueue", "IngestLambdaFailedEvents"}
+    assert found["monitoring.yaml"] == {"TriggerFailedEvents"}
+
+
 # IAM's service authorization reference lists no resource type for these: "*" is the only valid Resource.
 UNSCOPED_ACTIONS = {"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData", "logs:DescribeLogGroups",
                     "s3:GetAccountPublicAccessBlock", "sagemaker:ListProcessingJobs", "sagemaker:ListTrainingJobs",

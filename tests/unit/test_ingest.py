@@ -403,8 +403,8 @@ def test_settle_decides_each_video_and_cleans_what_is_settled(s3, caplog):
         ingest.stage(s3, v)
         return v
 
-    extracted, done, failed, unexplained, running, missing = (video(n) for n in (
-        "extracted", "done", "failed", "unexplained", "running", "missing"))
+    extracted, done, failed, algorithm, unexplained, platform, running, missing = (video(n) for n in (
+        "extracted", "done", "failed", "algorithm", "unexplained", "platform", "running", "missing"))
     for v in (extracted, done):
         manifest = {"video_id": v.video_id, "extraction": {"fps": 5.0, "jpeg_quality": 90, "max_side": 1280}}
         s3.put_object(Bucket=CONFIG.frames_bucket, Key=f"frames/{v.video_id}/frames.json",
@@ -412,26 +412,59 @@ def test_settle_decides_each_video_and_cleans_what_is_settled(s3, caplog):
     sagemaker = FakeSageMaker({
         ingest.job_name(extracted, CONFIG): {"ProcessingJobStatus": "Completed"},
         ingest.job_name(failed, CONFIG): {"ProcessingJobStatus": "Failed", "FailureReason": "no video stream"},
+        ingest.job_name(algorithm, CONFIG): {"ProcessingJobStatus": "Failed",
+                                             "FailureReason": "AlgorithmError: not a video: text"},
         ingest.job_name(unexplained, CONFIG): {"ProcessingJobStatus": "Failed"},
+        ingest.job_name(platform, CONFIG): {"ProcessingJobStatus": "Failed",
+                                            "FailureReason": "InternalServerError: We encountered an internal error."},
         ingest.job_name(running, CONFIG): {"ProcessingJobStatus": "InProgress"},
     })
     caplog.set_level(logging.INFO, logger="include.ingest")
-    outcome = ingest.settle(s3, sagemaker, [extracted, done, failed, unexplained, running, missing], CONFIG)
+    outcome = ingest.settle(s3, sagemaker, [extracted, done, failed, algorithm, unexplained, platform, running,
+                                            missing], CONFIG)
+    not_the_video = "job Failed, not because of the video: "
     assert outcome.summary() == {
         "extracted": [extracted.video_id], "already_done": [done.video_id],
-        "quarantined": {failed.video_id: "no video stream", unexplained.video_id: "extraction failed"},
-        "pending": {running.video_id: "job InProgress", missing.video_id: "job missing"}}
-    assert outcome.quarantined == [(failed, "no video stream"), (unexplained, "extraction failed")]
-    assert outcome.pending == [(running, "job InProgress"), (missing, "job missing")]
+        "quarantined": {failed.video_id: "no video stream", algorithm.video_id: "AlgorithmError: not a video: text"},
+        "pending": {unexplained.video_id: not_the_video + "no reason given",
+                    platform.video_id: not_the_video + "InternalServerError: We encountered an internal error.",
+                    running.video_id: "job InProgress", missing.video_id: "job missing"}}
+    assert outcome.quarantined == [(failed, "no video stream"), (algorithm, "AlgorithmError: not a video: text")]
+    assert [v for v, _ in outcome.pending] == [unexplained, platform, running, missing]
     assert [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "include.ingest"] == [
         ("WARNING", f"video_id={failed.video_id} quarantined: no video stream"),
-        ("WARNING", f"video_id={unexplained.video_id} quarantined: extraction failed")]
+        ("WARNING", f"video_id={algorithm.video_id} quarantined: AlgorithmError: not a video: text"),
+        ("WARNING", f"video_id={unexplained.video_id}: job failed, not because of the video (no reason given): not "
+                    "quarantined, its message stays for a retry"),
+        ("WARNING", f"video_id={platform.video_id}: job failed, not because of the video (InternalServerError: We "
+                    "encountered an internal error.): not quarantined, its message stays for a retry")]
     document = json.loads(s3.get_object(Bucket="raw", Key=f"quarantine/{failed.video_id}.reason.json")["Body"].read())
     assert (document["reason"], document["stage"]) == ("frame extraction failed: no video stream", "extract")
     assert document["source"] == {"bucket": "raw", "key": "videos/failed.mp4", "version_id": failed.version_id}
     assert s3.get_object(Bucket="raw", Key=f"quarantine/{failed.video_id}.mp4")["Body"].read() == b"failed"
+    # A platform failure leaves the upload where it is, staged for the retry.
+    assert s3.get_object(Bucket="raw", Key="videos/platform.mp4")["Body"].read() == b"platform"
+    assert "Contents" not in s3.list_objects_v2(Bucket="raw", Prefix=f"quarantine/{platform.video_id}")
     staged = {o["Key"] for o in s3.list_objects_v2(Bucket="raw", Prefix="staging/").get("Contents", [])}
-    assert staged == {ingest.staging_key(running), ingest.staging_key(missing)}
+    assert staged == {ingest.staging_key(v) for v in (unexplained, platform, running, missing)}
+
+
+@pytest.mark.parametrize("reason", [f"{p}: detail" for p in ingest.INPUT_FAILURES] + [
+    "empty file: 0 bytes", "AlgorithmError: truncated or corrupt video: FFmpeg exited 1",
+    "ClientError: zero frames decoded", "  not a video: text\n"])
+def test_the_extractors_input_reasons_are_the_videos_fault(reason):
+    assert ingest.input_failure(reason) is True
+
+
+@pytest.mark.parametrize("reason", [
+    "", "InternalServerError: We encountered an internal error. Please try again.",
+    "CapacityError: Unable to provision requested ML compute capacity.", "internal error: OSError: No space left",
+    "no input file: the input folder is empty", "more than one input file: the input folder holds 2 files",
+    "bad arguments: --fps must be positive", "AccessDenied: not authorized to perform s3:GetObject",
+    "ThrottlingException: Rate exceeded", "AlgorithmError: See job logs for more information",
+    "ResourceLimitExceeded: not a video", "AlgorithmError: AlgorithmError: not a video"])
+def test_any_other_failure_is_not_the_videos_fault(reason):
+    assert ingest.input_failure(reason) is False
 
 
 def test_an_empty_outcome_summarises_to_empty_collections():
@@ -444,7 +477,25 @@ def test_settle_quarantines_under_the_configured_prefix(s3):
     video = ingest.Video(video_id_for("raw", "videos/bad.avi", put["VersionId"]), "raw", "videos/bad.avi",
                          put["VersionId"])
     sagemaker = FakeSageMaker({ingest.job_name(video, config): {"ProcessingJobStatus": "Failed",
-                                                                "FailureReason": "codec"}})
-    assert ingest.settle(s3, sagemaker, [video], config).summary()["quarantined"] == {video.video_id: "codec"}
+                                                                "FailureReason": "not a video: codec"}})
+    assert ingest.settle(s3, sagemaker, [video], config).summary()["quarantined"] == {
+        video.video_id: "not a video: codec"}
     assert s3.get_object(Bucket="raw", Key=f"held/{video.video_id}.avi")["Body"].read() == b"junk"
     assert "Contents" not in s3.list_objects_v2(Bucket="raw", Prefix="quarantine/")
+
+
+def test_settle_counts_as_extracted_only_the_jobs_planned_in_this_run(s3):
+    """A duplicate message of a video extracted by an earlier run is already done: no new frames, no Asset event."""
+    put = s3.put_object(Bucket="raw", Key="videos/again.mp4", Body=b"again")
+    video = ingest.Video(video_id_for("raw", "videos/again.mp4", put["VersionId"]), "raw", "videos/again.mp4",
+                         put["VersionId"])
+    manifest = {"video_id": video.video_id, "extraction": {"fps": 5.0, "jpeg_quality": 90, "max_side": 1280}}
+    s3.put_object(Bucket=CONFIG.frames_bucket, Key=f"frames/{video.video_id}/frames.json",
+                  Body=json.dumps(manifest).encode())
+    name = ingest.job_name(video, CONFIG)
+    sagemaker = FakeSageMaker({name: {"ProcessingJobStatus": "Completed"}})
+    assert ingest.settle(s3, sagemaker, [video], CONFIG, planned=set()).already_done == [video]
+    assert ingest.settle(s3, sagemaker, [video], CONFIG, planned={"frames-other"}).extracted == []
+    assert ingest.settle(s3, sagemaker, [video], CONFIG, planned={name}).extracted == [video]
+    assert ingest.settle(s3, sagemaker, [video], CONFIG).extracted == [video]  # no plan given: any job counts
+    assert ingest.settle(s3, FakeSageMaker({}), [video], CONFIG, planned={name}).already_done == [video]
